@@ -1,0 +1,1 @@
+"""Meterbook's domain: storage, services and the command line. No Streamlit below this line."""

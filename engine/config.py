@@ -1,0 +1,46 @@
+"""One settings object for the whole engine, read from ``METERBOOK_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERBOOK_", env_file=".env", extra="ignore")
+
+    # A relative SQLite path is taken from the project root, not the working directory.
+    database_url: str = "sqlite:///data/meterbook.db"
+    data_dir: Path = PROJECT_ROOT / "data"
+    secret_key: SecretStr | None = None
+    secret_key_file: Path = PROJECT_ROOT / "data" / "secret.key"
+    base_url: str = "http://localhost:8501"
+    port: int = 8501
+
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "meterbook@localhost"
+    smtp_starttls: bool = True
+
+    stripe_secret_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str | None = None  # a local wire-compatible server in tests
+
+    session_days: int = 14
+    login_max_failures: int = 5
+    login_lockout_minutes: int = 15
+    password_min_length: int = 10
+
+    demo_seed: int = 20261122
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,78 @@
+"""Who may do what: one table of actions and the lowest role allowed to perform each.
+
+Services call ``authorize`` inside their own transaction, reading the actor's role afresh,
+so a demoted member loses rights at once and a button the UI forgot to hide still fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from engine.errors import PermissionDenied
+from engine.models import ROLES, Membership
+
+RANK = {role: rank for rank, role in enumerate(reversed(ROLES))}  # viewer 0 … owner 3
+
+PERMISSIONS: dict[str, str] = {
+    "workspace.read": "viewer",
+    "usage.read": "viewer",
+    "project.write": "editor",
+    "client.write": "editor",
+    "member.manage": "admin",
+    "invitation.manage": "admin",
+    "api_key.manage": "admin",
+    "audit.read": "admin",
+    "price.write": "admin",
+    "workspace.settings": "admin",
+    "owner.manage": "owner",
+}
+
+ACTION_LABELS = {
+    "project.write": "edit projects",
+    "client.write": "edit clients",
+    "member.manage": "manage members",
+    "invitation.manage": "invite people",
+    "api_key.manage": "manage API keys",
+    "audit.read": "read the audit log",
+    "price.write": "change prices",
+    "workspace.settings": "change workspace settings",
+    "owner.manage": "grant or remove the owner role",
+}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A person acting in one workspace. Roles are looked up, never trusted from here."""
+
+    user_id: int
+    workspace_id: int
+
+
+def role_of(session: Session, actor: Actor) -> str:
+    role = session.scalar(
+        select(Membership.role).where(
+            Membership.workspace_id == actor.workspace_id, Membership.user_id == actor.user_id
+        )
+    )
+    if role is None:
+        raise PermissionDenied("You are not a member of this workspace.")
+    return role
+
+
+def can(role: str, action: str) -> bool:
+    return RANK[role] >= RANK[PERMISSIONS[action]]
+
+
+def authorize(session: Session, actor: Actor, action: str) -> str:
+    """Return the actor's role, or raise ``PermissionDenied`` naming what is needed."""
+    role = role_of(session, actor)
+    if not can(role, action):
+        needed = PERMISSIONS[action]
+        raise PermissionDenied(
+            f"Your role ({role}) cannot {ACTION_LABELS.get(action, action)}: that needs the "
+            f"{needed} role or higher. Ask an admin or the owner of this workspace."
+        )
+    return role

@@ -1,0 +1,86 @@
+"""Shared fixtures: a migrated database on SQLite and, when METERBOOK_TEST_POSTGRES_URL is set, PostgreSQL.
+
+Every test that takes ``database`` runs once per backend. Each pytest-xdist worker gets
+its own SQLite file and its own PostgreSQL schema, and tables are emptied between tests.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from engine import db, migrate
+from engine.models import Base
+
+POSTGRES_URL = os.environ.get("METERBOOK_TEST_POSTGRES_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+# Password hashing at production cost is the slowest thing in the suite; tests make many users.
+os.environ.setdefault("METERBOOK_ARGON2_PROFILE", "test")
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+@pytest.fixture(scope="session")
+def _engines(tmp_path_factory):
+    engines = {}
+    yield engines
+    for engine in engines.values():
+        engine.dispose()
+
+
+def _engine_for(backend: str, engines: dict, tmp_path_factory):
+    if backend in engines:
+        return engines[backend]
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "meterbook.db"
+        engine = db.make_engine(f"sqlite:///{path}")
+    else:
+        if not POSTGRES_URL:
+            pytest.skip("set METERBOOK_TEST_POSTGRES_URL to run the PostgreSQL half")
+        schema = f"mbtest_{_worker()}"
+        admin = db.make_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        admin.dispose()
+        url = make_url(db.normalize_url(POSTGRES_URL)).update_query_dict({"options": f"-csearch_path={schema}"})
+        engine = db.make_engine(url.render_as_string(hide_password=False))
+    migrate.upgrade(engine)
+    engines[backend] = engine
+    return engine
+
+
+def empty_tables(engine) -> None:
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request, _engines, tmp_path_factory):
+    """A migrated, empty database that the engine's services use for this test."""
+    engine = _engine_for(request.param, _engines, tmp_path_factory)
+    db.use_engine(engine)
+    yield engine
+    db.use_engine(None)
+    empty_tables(engine)
+
+
+@pytest.fixture
+def sqlite_database(_engines, tmp_path_factory):
+    """SQLite only: for page tests and anything backend-neutral that would just run twice."""
+    engine = _engine_for("sqlite", _engines, tmp_path_factory)
+    db.use_engine(engine)
+    yield engine
+    db.use_engine(None)
+    empty_tables(engine)
