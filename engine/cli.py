@@ -1,0 +1,95 @@
+"""``python -m engine …``: the command line. Heavy imports happen inside each command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+from engine.config import PROJECT_ROOT, get_settings
+
+
+def cmd_init(_args) -> int:
+    from engine import migrate
+
+    revision = migrate.upgrade()
+    print(f"Database ready at revision {revision}.")
+    return 0
+
+
+def cmd_demo_data(args) -> int:
+    from engine import demo, migrate
+
+    migrate.upgrade()
+    summary = demo.seed(seed=args.seed, days=args.days, rows=args.rows, progress=_progress)
+    print()
+    print(summary.describe())
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    print(f"\r  {done:,}/{total:,} ledger rows", end="", file=sys.stderr, flush=True)
+
+
+def cmd_up(args) -> int:
+    from engine import demo, migrate
+
+    settings = get_settings()
+    migrate.upgrade()
+    if not args.no_demo and demo.is_empty():
+        print("First start: creating the demo workspace…", flush=True)
+        demo.seed(seed=settings.demo_seed, progress=_progress)
+        print()
+    url = settings.base_url
+    print(f"\nMeterbook is running at {url}")
+    if demo.has_demo_user():
+        print(f"Demo login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
+    print("Press Ctrl-C to stop.\n", flush=True)
+    command = [
+        sys.executable, "-m", "pages._server", "run", str(PROJECT_ROOT / "streamlit_app.py"),
+        "--server.port", str(settings.port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]
+    try:
+        return subprocess.call(command, cwd=PROJECT_ROOT, env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_bench(args) -> int:
+    from engine import bench
+
+    result = bench.run(args.area, args)
+    print(json.dumps(result, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="Meterbook engine commands.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("init", help="create or migrate the database (safe to run again)").set_defaults(func=cmd_init)
+
+    demo = sub.add_parser("demo-data", help="create the demo workspace with 90 days of usage")
+    demo.add_argument("--seed", type=int, default=get_settings().demo_seed)
+    demo.add_argument("--days", type=int, default=90)
+    demo.add_argument("--rows", type=int, default=None, help="ledger rows (default: a realistic team's volume)")
+    demo.set_defaults(func=cmd_demo_data)
+
+    up = sub.add_parser("up", help="prepare the database and demo data, then run the app")
+    up.add_argument("--no-demo", action="store_true", help="do not create the demo workspace on first start")
+    up.set_defaults(func=cmd_up)
+
+    bench = sub.add_parser("bench", help="measure one area; prints a JSON object on its last line")
+    bench.add_argument("area", choices=["demo-data"])
+    bench.add_argument("--rows", type=int, default=1_000_000)
+    bench.add_argument("--database", default=None, help="database URL (default: a fresh SQLite file)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
