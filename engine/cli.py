@@ -40,7 +40,7 @@ def cmd_up(args) -> int:
     migrate.upgrade()
     if not args.no_demo and demo.is_empty():
         print("First start: creating the demo workspace…", flush=True)
-        demo.seed(seed=settings.demo_seed, progress=_progress)
+        demo.seed(seed=settings.demo_seed, rows=settings.demo_rows, progress=_progress)
         print()
     url = settings.base_url
     print(f"\nMeterbook is running at {url}")

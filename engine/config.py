@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     password_min_length: int = 10
 
     demo_seed: int = 20261122
+    demo_rows: int | None = None  # ledger rows for the demo workspace; None: a small team's 90 days
 
 
 @lru_cache
