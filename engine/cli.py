@@ -91,5 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.errors import MeterbookError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except MeterbookError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

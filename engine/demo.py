@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from engine import accounts, db, demo_ledger
 from engine import clients as client_service
@@ -167,17 +167,13 @@ def _backdate(workspace_id: int, user_ids: tuple[int, ...], anchor: datetime) ->
     """Move the setup back in time: a workspace “created today” with 90 days of usage looks broken."""
     with db.transaction() as s:
         shift = s.get(Workspace, workspace_id).created_at - anchor
-        objects = [
-            s.get(Workspace, workspace_id),
-            *s.scalars(select(User).where(User.id.in_(user_ids))),
-            *(s.scalars(select(model).where(model.workspace_id == workspace_id))
-              for model in (Membership, Invitation, Client, Project, AuditEvent)),
-        ]
-        for obj in objects:
-            for o in obj if not isinstance(obj, Workspace | User) else [obj]:
-                for attr in ("created_at", "expires_at", "accepted_at"):
-                    if getattr(o, attr, None) is not None:
-                        setattr(o, attr, getattr(o, attr) - shift)
+        objects = [s.get(Workspace, workspace_id), *s.scalars(select(User).where(User.id.in_(user_ids)))]
+        for model in (Membership, Invitation, Client, Project, AuditEvent):
+            objects += s.scalars(select(model).where(model.workspace_id == workspace_id))
+        for o in objects:
+            for attr in ("created_at", "expires_at", "accepted_at"):
+                if getattr(o, attr, None) is not None:
+                    setattr(o, attr, getattr(o, attr) - shift)
 
 
 def insert_ledger(ledger: demo_ledger.Ledger, progress: Callable[[int, int], None] | None = None) -> None:
@@ -206,8 +202,6 @@ def insert_ledger(ledger: demo_ledger.Ledger, progress: Callable[[int, int], Non
                 cur.close()
         else:
             raise NotImplementedError(f"demo data cannot be written to {engine.dialect.name}")
-    if total == 0:
-        progress(0, 0)
 
 
 # What Money and UTCDateTime would bind, computed a batch at a time.
@@ -227,12 +221,3 @@ def _sqlite_time(us: np.ndarray) -> list[str]:
 
 def _text_time(us: np.ndarray) -> list[str]:
     return np.datetime_as_string(us.astype("datetime64[us]"), unit="us", timezone="UTC").tolist()
-
-
-def ledger_total(workspace_id: int) -> Decimal:
-    """The workspace's recorded spend, summed by the database."""
-    from engine.models import LedgerEntry
-
-    with db.read_session() as s:
-        total = s.scalar(select(func.sum(LedgerEntry.cost)).where(LedgerEntry.workspace_id == workspace_id))
-    return total if total is not None else Decimal(0)

@@ -264,11 +264,31 @@ COLUMNS = ("workspace_id", "user_id", "project_id", "tags", "provider", "model",
 
 def generate(seed: int, *, now: datetime, days: int, rows: int, workspace_id: int, timezone: str,
              people: tuple[int, ...], projects: tuple[int, ...]) -> Ledger:
-    """The demo ledger for the ``days`` before ``now``: same arguments, same rows."""
+    """The demo ledger for the ``days`` before ``now``: the same arguments always give the same rows."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     rng = np.random.default_rng(seed)
-    tz = ZoneInfo(timezone)
+    created, wk, spiked = _calendar(rng, now, days, rows, ZoneInfo(timezone))
+    call = _calls(rng, wk, (created - _us(now - timedelta(days=days))) / (days * 86_400e6))
+    status, error, latency, ttft = _outcomes(rng, call, spiked)
+    rates = _rates(call["model"], created)
+    estimated = _price(rates, call["model"], created, call["inp"], call["asked"], call["cached"],
+                       call["written"], call["images"])
+    for col in ("inp", "out", "cached", "written", "images"):  # failed calls report no usage
+        call[col][status != 0] = 0
+    cost = _price(rates, call["model"], created, call["inp"], call["out"], call["cached"],
+                  call["written"], call["images"])
+    o = np.argsort(created, kind="stable")
+    return Ledger(
+        workspace_id, tuple(people), tuple(projects), created[o], call["model"][o], call["user"][o],
+        call["project"][o], wk.astype(np.int16)[o], call["kind"][o], status[o], error[o], call["inp"][o],
+        call["out"][o], call["cached"][o], call["written"][o], call["images"][o], latency[o], ttft[o],
+        estimated[o], cost[o], (status != STATUSES.index("timeout"))[o],
+    )
+
+
+def _calendar(rng, now: datetime, days: int, rows: int, tz: ZoneInfo):
+    """When each call happened and for which workload: weekly rhythm, office hours, growth, spike days."""
     t0, t1 = _us(now - timedelta(days=days)), _us(now)
     first = (now - timedelta(days=days)).astimezone(tz).date()
     dates = [first + timedelta(days=i) for i in range((now.astimezone(tz).date() - first).days + 2)]
@@ -291,89 +311,82 @@ def generate(seed: int, *, now: datetime, days: int, rows: int, workspace_id: in
         mass = _cdf_at(profile[:, k], hi) - _cdf_at(profile[:, k], lo)
         weight[:, k] = w.share * level * rhythm * rng.lognormal(0, 0.15, nd) * mass
     spiked = np.zeros((nd, nw), dtype=bool)
-    quiet = np.flatnonzero((dow < 5) & (lo == 0) & (hi == 24) & (t > 0.1) & (t < 0.95))
+    ordinary = np.flatnonzero((dow < 5) & (lo == 0) & (hi == 24) & (t > 0.1) & (t < 0.95))
     keys = [w.key for w in WORKLOADS]
-    for (key, factor), d in zip(SPIKES, rng.choice(quiet, min(len(SPIKES), len(quiet)), replace=False)):
+    for (key, factor), d in zip(SPIKES, rng.permutation(ordinary)):
         weight[d, keys.index(key)] *= factor
         spiked[d, keys.index(key)] = True
-    counts = rng.multinomial(rows, (weight / weight.sum()).ravel()) if rows else np.zeros(nd * nw, np.int64)
+    counts = rng.multinomial(rows, (weight / weight.sum()).ravel())
 
     day, wk = np.divmod(np.repeat(np.arange(nd * nw), counts), nw)
-    n, prof = len(day), profile[day, wk]
+    prof = profile[day, wk]
     f_lo, f_hi = _cdf_at(prof, lo[day]), _cdf_at(prof, hi[day])
-    u, hour = f_lo + rng.random(n) * (f_hi - f_lo), np.zeros(n)
+    u, hour = f_lo + rng.random(len(day)) * (f_hi - f_lo), np.zeros(len(day))
     for p in range(len(CDFS)):
         hour[prof == p] = np.interp(u[prof == p], CDFS[p], HOURS)
     created = np.clip(bounds[day] + (hour / 24 * day_len[day]).astype(np.int64), t0, t1 - 1)
-    tf = (created - t0) / max(t1 - t0, 1)
+    return created, wk, spiked[day, wk]
 
-    model, user, kind = (np.zeros(n, np.int16) for _ in range(3))
-    inp, out, cached, written, images, asked = (np.zeros(n, np.int64) for _ in range(6))
-    project = np.full(n, -1, np.int16)
-    traits = np.array([TRAITS[m] for _, m in MODELS])
+
+def _calls(rng, wk: np.ndarray, tf: np.ndarray) -> dict[str, np.ndarray]:
+    """What each call asked of which model, and who made it; ``tf`` is its place in the window, 0 to 1."""
+    n = len(wk)
+    call = {c: np.zeros(n, np.int16) for c in ("model", "user", "kind", "project")}
+    call |= {c: np.zeros(n, np.int64) for c in ("inp", "out", "asked", "cached", "written", "images")}
+    reasoning = np.array([TRAITS[m][2] for _, m in MODELS])
     caches = np.array([p in CACHING for p, _ in MODELS])
+    anthropic = np.array([p == "anthropic" for p, _ in MODELS])
     for k, w in enumerate(WORKLOADS):
         idx = np.flatnonzero(wk == k)
         m = len(idx)
-        base = np.array([x[2] for x in w.models])
-        odds = base * np.exp(np.outer(tf[idx] - 1, [x[3] for x in w.models]))  # stated weights hold at the end
+        odds = np.array([x[2] for x in w.models]) * np.exp(np.outer(tf[idx] - 1, [x[3] for x in w.models]))
         pick = (rng.random(m)[:, None] > np.cumsum(odds / odds.sum(1, keepdims=True), 1)).sum(1)
-        gm = np.array([MODELS.index((p, name)) for p, name, _, _ in w.models])[np.minimum(pick, len(base) - 1)]
-        model[idx] = gm
-        inp[idx] = i = _tokens(rng, w.tokens_in, m)
+        gm = np.array([MODELS.index((p, name)) for p, name, _, _ in w.models])[np.minimum(pick, len(w.models) - 1)]
+        inp = _tokens(rng, w.tokens_in, m)
         if w.kind == "image":  # gpt-image-1 bills a 1024² image as 272, 1056 or 4160 output tokens
-            o = rng.choice(np.array([272, 1056, 4160]), m, p=[0.3, 0.55, 0.15])
-            images[idx], kind[idx] = 1, KINDS.index("image")
+            out = rng.choice(np.array([272, 1056, 4160]), m, p=[0.3, 0.55, 0.15])
+            call["images"][idx], call["kind"][idx] = 1, KINDS.index("image")
         else:
-            o = np.minimum((_tokens(rng, w.tokens_out, m) * traits[gm, 2]).astype(np.int64), w.max_tokens)
-        out[idx], asked[idx] = o, np.maximum(o, w.max_tokens)
-        reuse = (rng.random(m) < w.cache) & caches[gm] & (i >= 1024)
-        share = (i * rng.uniform(0.4, 0.9, m)).astype(np.int64) // 128 * 128  # caches grow in 128-token blocks
-        writes = reuse & (np.array([MODELS[g][0] == "anthropic" for g in gm], dtype=bool)) & (rng.random(m) < 0.1)
-        cached[idx], written[idx] = np.where(reuse & ~writes, share, 0), np.where(writes, share, 0)
-        user[idx] = rng.choice(len(w.people), m, p=np.array(w.people) / sum(w.people))
-        project[idx] = -1 if w.project is None else w.project
+            out = np.minimum((_tokens(rng, w.tokens_out, m) * reasoning[gm]).astype(np.int64), w.max_tokens)
+        reuse = (rng.random(m) < w.cache) & caches[gm] & (inp >= 1024)
+        prefix = (inp * rng.uniform(0.4, 0.9, m)).astype(np.int64) // 128 * 128  # caches grow in 128-token blocks
+        writes = reuse & anthropic[gm] & (rng.random(m) < 0.1)  # Anthropic bills writing the cache too
+        call["model"][idx], call["inp"][idx], call["out"][idx] = gm, inp, out
+        call["asked"][idx] = np.maximum(out, w.max_tokens)
+        call["cached"][idx], call["written"][idx] = np.where(reuse & ~writes, prefix, 0), np.where(writes, prefix, 0)
+        call["user"][idx] = rng.choice(len(w.people), m, p=np.array(w.people) / sum(w.people))
+        call["project"][idx] = -1 if w.project is None else w.project
+    return call
 
-    # Bursts trip rate limits; huge prompts time out.
+
+def _outcomes(rng, call: dict[str, np.ndarray], spiked: np.ndarray):
+    """Status, error text, latency and time to first token. Bursts trip rate limits; huge prompts time out."""
+    n, model, inp = len(spiked), call["model"], call["inp"]
     r = rng.random(n)
-    p_err = 0.012 + 0.045 * spiked[day, wk]
+    p_err = 0.012 + 0.045 * spiked
     failed = r < p_err
-    timed_out = ~failed & (r < p_err + 0.003 + 0.012 * (inp > 20000))
+    long_wait = inp > 20000
+    timed_out = ~failed & (r < p_err + 0.003 + 0.012 * long_wait)
     error = np.full(n, -1, np.int16)
     provider = np.array([PROVIDERS.index(p) for p, _ in MODELS])[model]
     for pi, name in enumerate(PROVIDERS):
         sel = np.flatnonzero(failed & (provider == pi))
-        texts = ERRORS[name]
-        offset = ERROR_TEXTS.index(texts[0][0])
-        error[sel] = offset + rng.choice(len(texts), len(sel), p=[x[1] for x in texts])
-    long_wait = inp > 20000
+        first = ERROR_TEXTS.index(ERRORS[name][0][0])
+        error[sel] = first + rng.choice(len(ERRORS[name]), len(sel), p=[x[1] for x in ERRORS[name]])
     error[timed_out] = np.where(long_wait[timed_out], ERROR_TEXTS.index(TIMEOUTS[1]), ERROR_TEXTS.index(TIMEOUTS[0]))
 
-    ttft = traits[model, 0] * (1 + inp / 30000) * rng.lognormal(0, 0.35, n)
-    latency = ttft + out / traits[model, 1] * 1000 * rng.lognormal(0, 0.2, n) + rng.lognormal(np.log(40), 0.3, n)
-    is_image = kind == KINDS.index("image")
-    latency = np.where(is_image, (6000 + out * 9) * rng.lognormal(0, 0.25, n), latency)
+    first_token, per_second = (np.array([TRAITS[m][j] for _, m in MODELS])[model] for j in (0, 1))
+    ttft = first_token * (1 + inp / 30000) * rng.lognormal(0, 0.35, n)
+    latency = ttft + call["out"] / per_second * 1000 * rng.lognormal(0, 0.2, n) + rng.lognormal(np.log(40), 0.3, n)
+    image = call["kind"] == KINDS.index("image")
+    latency = np.where(image, (6000 + call["out"] * 9) * rng.lognormal(0, 0.25, n), latency)
     rate_limited = np.array([t.startswith("429") for t in ERROR_TEXTS])[error] & failed
     latency = np.where(failed, np.where(rate_limited, rng.lognormal(np.log(160), 0.4, n),
                                         rng.lognormal(np.log(900), 0.7, n)), latency)
     latency = np.where(timed_out, np.where(long_wait, 120_000, 60_000), latency)
-    ttft = np.where(failed | timed_out | is_image, -1, ttft)
-
-    rates = _rates(model, created)
-    estimated = _price(rates, model, created, inp, asked, cached, written, images)
-    dead = failed | timed_out  # providers report no usage for calls that never completed
-    for col in (inp, out, cached, written, images):
-        col[dead] = 0
-    cost = _price(rates, model, created, inp, out, cached, written, images)
-    status = np.where(failed, 1, np.where(timed_out, 2, 0)).astype(np.int8)
-
-    order = np.argsort(created, kind="stable")
-    return Ledger(
-        workspace_id, tuple(people), tuple(projects), created[order], model[order], user[order], project[order],
-        wk.astype(np.int16)[order], kind[order], status[order], error[order], inp[order], out[order],
-        cached[order], written[order], images[order], latency.astype(np.int64)[order],
-        ttft.astype(np.int64)[order], estimated[order], cost[order], ~timed_out[order],
-    )
+    ttft = np.where(failed | timed_out | image, -1, ttft)
+    status = np.where(failed, STATUSES.index("error"), np.where(timed_out, STATUSES.index("timeout"), 0))
+    return status.astype(np.int8), error, np.maximum(latency, 1).astype(np.int64), ttft.astype(np.int64)
 
 
 RATE_FIELDS = ("input", "output", "cache_read", "cache_write", "image")
@@ -402,13 +415,11 @@ def _price(rates, model, created, inp, out, cached, written, images) -> np.ndarr
     units = np.zeros(len(model), np.int64)
     if table:
         places = max(MONEY_PLACES, *(-getattr(r, f).normalize().as_tuple().exponent for r in table for f in RATE_FIELDS))
-        ints = np.array([[int(getattr(r, f).scaleb(places)) for f in RATE_FIELDS] for r in table], dtype=object)
-        if any(Decimal(v) != getattr(r, f).scaleb(places) for row, r in zip(ints, table) for v, f in zip(row, RATE_FIELDS)):
-            raise ArithmeticError("a catalog rate is not a finite decimal")
-        biggest = max(int(x.max()) for x in (inp, out, images))
-        if int(ints.max()) * biggest * 3 >= 2**62:
+        # Exact: no rate has more than ``places`` decimals, so each scales to a whole number.
+        ints = [[int(getattr(r, f).scaleb(places)) for f in RATE_FIELDS] for r in table]
+        if max(map(max, ints)) * max(int(x.max()) for x in (inp, out, images)) * 3 >= 2**63:
             raise OverflowError("demo token counts too large for int64 pricing")
-        ints = ints.astype(np.int64)
+        ints = np.array(ints, dtype=np.int64)
         ok = rate >= 0
         r = ints[rate[ok]]
         uncached = np.maximum(inp[ok] - cached[ok] - written[ok], 0)

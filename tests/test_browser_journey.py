@@ -105,8 +105,8 @@ def test_demo_user_journey(running_app):
         page.goto(url)
         _settle(page)
         expect(page.get_by_role("heading", name="Sign in to Meterbook")).to_be_visible(timeout=30_000)
-        page.get_by_label("Email").fill(demo.DEMO_EMAIL)
-        page.get_by_label("Password").fill(demo.DEMO_PASSWORD)
+        page.get_by_role("textbox", name="Email").fill(demo.DEMO_EMAIL)
+        page.get_by_role("textbox", name="Password").fill(demo.DEMO_PASSWORD)
         page.get_by_role("button", name="Sign in").click()
 
         expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
