@@ -120,7 +120,8 @@ def test_demo_user_journey(running_app):
 
         page.get_by_role("link", name="Projects").first.click()
         expect(page.get_by_role("heading", name="Projects")).to_be_visible(timeout=30_000)
-        page.get_by_label("Name").first.fill("Browser-made project")
+        page.get_by_text("New project").first.click()
+        page.get_by_role("textbox", name="Name").first.fill("Browser-made project")
         page.get_by_role("button", name="Create project").click()
         expect(page.get_by_text("Browser-made project").first).to_be_visible(timeout=30_000)
         page.screenshot(path=str(log_path.parent / "projects.png"), full_page=True)
