@@ -231,6 +231,8 @@ def _rate(value, label: str) -> Decimal | None:
         raise InvalidInput(f"{label} must be a number of dollars, like 0.15.") from None
     if not d.is_finite() or d < 0:
         raise InvalidInput(f"{label} must be zero or more.")
+    if d >= 1_000_000:  # and Money must fit SQLite's integer of 1e-10 USD (under ~9.2e8)
+        raise InvalidInput(f"{label} must be under $1,000,000 per million tokens.")
     return d
 
 
@@ -248,6 +250,8 @@ def set_override(
     provider, model = (provider or "").strip(), (model or "").strip()
     if not provider or not model:
         raise InvalidInput("Give both a provider and a model.")
+    if len(provider) > 64 or len(model) > 200:
+        raise InvalidInput("Provider names are at most 64 characters and model names at most 200.")
     rates = {
         "input_mtok": _rate(input_mtok, "Input price") or Decimal(0),
         "output_mtok": _rate(output_mtok, "Output price") or Decimal(0),

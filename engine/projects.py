@@ -46,9 +46,12 @@ def parse_budget(value) -> Decimal | None:
         raise InvalidInput("Budget must be an amount in dollars, like 2500 or 99.50.") from None
     if not budget.is_finite() or budget <= 0:
         raise InvalidInput("Budget must be more than zero, or left empty for none.")
-    if budget >= Decimal("1e9"):
-        raise InvalidInput("Budget must be under one billion dollars.")
-    return budget.quantize(Decimal("0.01"))
+    if budget >= Decimal("1e8"):  # SQLite keeps Money as an integer of 1e-10 USD: under ~9.2e8 fits
+        raise InvalidInput("Budget must be under one hundred million dollars.")
+    budget = budget.quantize(Decimal("0.01"))
+    if budget == 0:
+        raise InvalidInput("Budget must be at least one cent, or left empty for none.")
+    return budget
 
 
 def _check_client(session, actor: Actor, client_id: int | None) -> None:

@@ -12,6 +12,7 @@ from pages import _common as ui
 
 PAGE_SIZE = 25
 NEW_PROJECT_DEFAULTS = {"new_project_name": "", "new_project_description": "", "new_project_budget": ""}
+NONE = 0  # "No client" / "All clients" in pickers (ids start at 1; None would mean "nothing picked")
 BUDGET_HELP = "In US dollars, like 2500 or 99.50. Leave empty for no budget."
 
 actor = ui.actor()
@@ -26,8 +27,9 @@ def first_page() -> None:
     st.session_state["projects_page"] = 1
 
 
-def open_dialog(kind: str, project_id: int) -> None:
-    st.session_state["project_dialog"] = (kind, project_id)
+def open_dialog(kind: str) -> None:
+    """Open a dialog for the project picked right now (a callback sees the latest pick)."""
+    st.session_state["project_dialog"] = (kind, st.session_state["project_pick"])
 
 
 def close_dialog() -> None:
@@ -40,8 +42,8 @@ def finish(message: str) -> None:
     st.rerun()
 
 
-def client_label(client_id: int | None, names: dict[int, str]) -> str:
-    return "No client" if client_id is None else names.get(client_id, "Unknown client")
+def client_label(client_id: int, names: dict[int, str]) -> str:
+    return "No client" if client_id == NONE else names.get(client_id, "Unknown client")
 
 
 # --- dialogs ------------------------------------------------------------------------------
@@ -52,11 +54,11 @@ def edit_dialog(project: ProjectView, client_names: dict[int, str]) -> None:
     names = dict(client_names)
     if project.client_id is not None and project.client_id not in names:
         names[project.client_id] = f"{project.client_name} (archived)"
-    options = [None, *names]
+    options = [NONE, *names]
     with st.form("edit_project", border=False):
         name = st.text_input("Name", value=project.name, key="edit_project_name")
         client_id = st.selectbox(
-            "Client", options, index=options.index(project.client_id),
+            "Client", options, index=options.index(project.client_id or NONE),
             format_func=lambda c: client_label(c, names), key="edit_project_client",
         )
         description = st.text_area("Description", value=project.description or "", key="edit_project_description")
@@ -67,7 +69,7 @@ def edit_dialog(project: ProjectView, client_names: dict[int, str]) -> None:
         saved = st.form_submit_button("Save changes", type="primary", icon=":material/save:", key="edit_project_save")
     if saved and ui.attempt(
         lambda: projects.update_project(
-            actor, project.id, name=name, client_id=client_id, description=description, budget_usd=budget
+            actor, project.id, name=name, client_id=client_id or None, description=description, budget_usd=budget
         ) or True
     ):
         finish(f"Project “{name.strip()}” updated.")
@@ -94,7 +96,7 @@ if st.session_state.pop("reset_new_project", False):
 client_names = clients.client_choices(actor)
 search = st.session_state.get("project_search", "")
 client_filter = st.session_state.get("project_client_filter")
-if client_filter not in client_names:  # archived or deleted since it was picked
+if client_filter not in client_names:  # all clients, or one archived or deleted since it was picked
     client_filter = None
 show_archived = st.session_state.get("project_show_archived", False)
 filtering = bool(search.strip()) or client_filter is not None
@@ -119,16 +121,17 @@ workspace_total = total or projects.list_projects(actor, include_archived=True, 
 
 # --- layout -------------------------------------------------------------------------------
 
-st.title("Projects")
-st.caption("What AI spend is charged to. Give a project a budget to see how much of it is used.")
-ui.show_flash()
+with st.container():  # one block whether or not a message shows, so the widgets below keep their state
+    st.title("Projects")
+    st.caption("What AI spend is charged to. Give a project a budget to see how much of it is used.")
+    ui.show_flash()
 
 if can_write:
     with st.expander("New project", icon=":material/create_new_folder:", expanded=workspace_total == 0):
         with st.form("new_project", border=False):
             name = st.text_input("Name", placeholder="e.g. Support bot", key="new_project_name")
             client_id = st.selectbox(
-                "Client", [None, *client_names], format_func=lambda c: client_label(c, client_names),
+                "Client", [NONE, *client_names], format_func=lambda c: client_label(c, client_names),
                 key="new_project_client",
             )
             description = st.text_area("Description", placeholder="Optional", key="new_project_description")
@@ -139,7 +142,7 @@ if can_write:
         if submitted:
             created = ui.attempt(
                 lambda: projects.create_project(
-                    actor, name, client_id=client_id, description=description, budget_usd=budget
+                    actor, name, client_id=client_id or None, description=description, budget_usd=budget
                 )
             )
             if created:
@@ -152,8 +155,8 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
         key="project_search", on_change=first_page,
     )
     st.selectbox(
-        "Client", [None, *client_names],
-        format_func=lambda c: "All clients" if c is None else client_names[c],
+        "Client", [NONE, *client_names],
+        format_func=lambda c: client_names.get(c, "All clients"),
         key="project_client_filter", on_change=first_page,
     )
     st.toggle("Show archived", key="project_show_archived", on_change=first_page)
@@ -190,7 +193,6 @@ else:
         },
         hide_index=True,
         width="stretch",
-        key="projects_table",
         alt="Projects with their client, budget and spend",
     )
     with st.container(horizontal=True, vertical_alignment="center"):
@@ -205,13 +207,13 @@ else:
             chosen = by_id[
                 st.selectbox("Project", list(by_id), format_func=lambda i: by_id[i].name, key="project_pick")
             ]
-            st.button("Edit", icon=":material/edit:", key="project_edit", on_click=open_dialog, args=("edit", chosen.id))
+            st.button("Edit", icon=":material/edit:", key="project_edit", on_click=open_dialog, args=("edit",))
             if chosen.archived_at:
                 toggle_archive = st.button("Restore", icon=":material/unarchive:", key="project_archive")
             else:
                 toggle_archive = st.button("Archive", icon=":material/archive:", key="project_archive")
             st.button(
-                "Delete", icon=":material/delete:", key="project_delete", on_click=open_dialog, args=("delete", chosen.id)
+                "Delete", icon=":material/delete:", key="project_delete", on_click=open_dialog, args=("delete",)
             )
         if toggle_archive and ui.attempt(
             lambda: projects.set_archived(actor, chosen.id, not chosen.archived_at) or True

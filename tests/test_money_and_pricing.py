@@ -65,6 +65,10 @@ def test_override_input_is_validated_and_guarded(database):
         pricing.set_override(boss, provider="openai", model="x", input_mtok="cheap", output_mtok="1")
     with pytest.raises(InvalidInput):
         pricing.set_override(boss, provider="openai", model="x", input_mtok="-1", output_mtok="1")
+    with pytest.raises(InvalidInput, match="under"):  # too big for a Money column: refused, not a crash
+        pricing.set_override(boss, provider="openai", model="x", input_mtok="1", output_mtok="1e30")
+    with pytest.raises(InvalidInput, match="64 characters"):
+        pricing.set_override(boss, provider="p" * 65, model="x", input_mtok="1", output_mtok="1")
     with pytest.raises(PermissionDenied):
         pricing.set_override(editor, provider="openai", model="x", input_mtok="1", output_mtok="1")
     assert pricing.list_overrides(boss) == []

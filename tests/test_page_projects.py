@@ -20,7 +20,7 @@ def open_page(email="owner@example.com"):
 
 
 def table_names(at) -> list[str]:
-    return list(at.dataframe(key="projects_table").value["Name"]) if at.dataframe else []
+    return list(at.dataframe[0].value["Name"]) if at.dataframe else []
 
 
 def create(at, name, *, budget="", client=None):
@@ -44,7 +44,7 @@ def test_empty_state_then_create_shows_it_in_the_list_and_stores_it(sqlite_datab
 
     assert [s.value for s in at.success] == ["Project “Support bot” created."]
     assert table_names(at) == ["Support bot"]
-    row = at.dataframe(key="projects_table").value.iloc[0]
+    row = at.dataframe[0].value.iloc[0]
     assert (row["Client"], row["Budget"], row["Spent"], row["Status"]) == ("Acme Corp", "$2,500.00", "$0.00", "Active")
     stored, total = projects.list_projects(boss)
     assert total == 1
@@ -89,7 +89,7 @@ def test_viewer_sees_no_controls_and_the_engine_refuses_anyway(sqlite_database):
 
 def test_delete_asks_for_confirmation_first(sqlite_database):
     boss = owner()
-    projects.create_project(boss, "Keep")
+    projects.create_project(boss, "Alpha")
     doomed = projects.create_project(boss, "Doomed")
     at = open_page()
     at.selectbox(key="project_pick").select(doomed.id)
@@ -108,8 +108,8 @@ def test_delete_asks_for_confirmation_first(sqlite_database):
     at.button(key="delete_project_confirm").click().run()
     no_exceptions(at)
     assert [s.value for s in at.success] == ["Project “Doomed” deleted."]
-    assert table_names(at) == ["Keep"]
-    assert [p.name for p in projects.list_projects(boss)[0]] == ["Keep"]
+    assert table_names(at) == ["Alpha"]
+    assert [p.name for p in projects.list_projects(boss)[0]] == ["Alpha"]
 
 
 def test_project_with_usage_is_not_deleted_and_the_page_says_archive_instead(sqlite_database):
@@ -119,7 +119,7 @@ def test_project_with_usage_is_not_deleted_and_the_page_says_archive_instead(sql
         usage.record(s, workspace_id=boss.workspace_id, project_id=charged.id, provider="openai", model="gpt-4o",
                      input_tokens=10, output_tokens=5, cost=Decimal("2.5"))
     at = open_page()
-    row = at.dataframe(key="projects_table").value.iloc[0]
+    row = at.dataframe[0].value.iloc[0]
     assert (row["Spent"], row["Budget used"]) == ("$2.50", pytest.approx(0.25))
     at.button(key="project_delete").click().run()
     at.button(key="delete_project_confirm").click().run()
@@ -152,7 +152,7 @@ def test_edit_archive_and_restore(sqlite_database):
     assert projects.get_project(boss, p.id).archived_at is not None
     assert any("Every project is archived" in i.value for i in at.info)
     at.toggle(key="project_show_archived").set_value(True).run()
-    assert at.dataframe(key="projects_table").value.iloc[0]["Status"] == "Archived"
+    assert at.dataframe[0].value.iloc[0]["Status"] == "Archived"
     assert at.button(key="project_archive").label == "Restore"
     at.button(key="project_archive").click().run()
     assert projects.get_project(boss, p.id).archived_at is None
@@ -170,10 +170,34 @@ def test_search_client_filter_and_pagination(sqlite_database):
     assert table_names(at) == [f"Project {i}" for i in range(25, 30)]
     assert "Page 2 of 2 · 30 projects" in [c.value for c in at.caption]
 
-    at.text_input(key="project_search").input("project 1").run()  # back to page 1 of the matches
+    at.text_input(key="project_search").input("proj").run()  # a new search starts from page 1
+    assert table_names(at)[0] == "Project 00"
+    assert "Page 1 of 2 · 30 projects" in [c.value for c in at.caption]
+    at.text_input(key="project_search").input("project 1").run()
     assert table_names(at) == [f"Project {i}" for i in range(10, 20)]
     at.text_input(key="project_search").input("").run()
     at.selectbox(key="project_client_filter").select(acme.id).run()
     assert table_names(at) == ["Project 00", "Project 01", "Project 02"]
     at.text_input(key="project_search").input("nothing like this").run()
     assert any("No projects match" in i.value for i in at.info)
+
+
+def test_a_page_that_empties_falls_back_to_the_last_page(sqlite_database):
+    boss = owner()
+    made = [projects.create_project(boss, f"Project {i:02d}") for i in range(27)]
+    at = open_page()
+    at.pagination(key="projects_page").set_value(2).run()
+    assert table_names(at) == ["Project 25", "Project 26"]
+    for p in made[25:]:
+        projects.delete_project(boss, p.id)
+    at.run()
+    assert len(table_names(at)) == 25
+    assert "Page 1 of 1 · 25 projects" in [c.value for c in at.caption]
+
+
+def test_a_budget_too_large_to_store_is_refused_with_a_message(sqlite_database):
+    boss = owner()
+    at = open_page()
+    create(at, "Huge", budget="999999999")
+    assert errors(at) == ["Budget must be under one hundred million dollars."]
+    assert projects.list_projects(boss)[1] == 0
