@@ -115,17 +115,6 @@ def attempt(action: Callable[[], T], success: str | None = None) -> T | None:
     return result
 
 
-def succeeded(action: Callable[[], object], message: str) -> bool:
-    """Run an engine change; on success keep ``message`` for the next run and return True."""
-    try:
-        action()
-    except MeterbookError as exc:
-        st.error(str(exc), icon=":material/error:")
-        return False
-    flash(message)
-    return True
-
-
 def flash(message: str) -> None:
     """A success message that survives the rerun that follows a change."""
     st.session_state["_flash"] = message
