@@ -1,62 +1,50 @@
-"""``python -m engine bench AREA``: time one area on a throwaway database; the CLI prints the result as JSON.
+"""``python -m engine bench AREA``: each area times one part of Meterbook and returns a dict the CLI prints as JSON.
 
-``demo-data`` seeds the demo workspace and times it, password hashing included. Where it runs:
+An area is a module with ``add_arguments(parser)`` and ``run(args) -> dict``; heavy imports stay
+inside ``run`` so that ``--help`` is instant. ``scratch_database`` gives an area a database it
+may fill and throw away:
 
-* no ``--database``: a fresh SQLite file in a temporary directory, deleted afterwards;
+* no URL: a fresh SQLite file in a temporary directory, deleted afterwards;
 * a PostgreSQL URL: a fresh schema in that database (created, migrated, dropped afterwards),
   so nothing already stored there is read or changed;
-* a SQLite URL: that file, migrated; refused if it already holds the demo workspace.
+* a SQLite URL: that file, as it is.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import secrets
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from engine import db, migrate
-from engine.config import get_settings
+from engine import db
 
-AREAS = ("demo-data",)
-
-
-def run(area: str, args) -> dict:
-    if area != "demo-data":
-        raise ValueError(f"Unknown bench area {area!r}; choose one of {', '.join(AREAS)}.")
-    seed = getattr(args, "seed", None) or get_settings().demo_seed
-    return _demo_data(rows=args.rows, url=getattr(args, "database", None), seed=seed)
+AREAS = {
+    "demo-data": "engine.bench_demo",
+}
 
 
-def _demo_data(*, rows: int, url: str | None, seed: int) -> dict:
-    from engine import demo
+def add_parsers(bench: argparse.ArgumentParser) -> None:
+    areas = bench.add_subparsers(dest="area", required=True)
+    for name, module in AREAS.items():
+        mod = importlib.import_module(module)
+        area = areas.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0])
+        mod.add_arguments(area)
+        area.set_defaults(bench_module=module)
 
-    with _scratch_database(url) as engine:
-        migrate.upgrade(engine)
-        db.use_engine(engine)
-        try:
-            started = time.perf_counter()
-            summary = demo.seed(seed=seed, rows=rows)
-            seconds = time.perf_counter() - started
-        finally:
-            db.use_engine(None)
-    return {
-        "area": "demo-data",
-        "backend": engine.dialect.name,
-        "rows": summary.rows,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(summary.rows / seconds) if seconds else None,
-        "total_cost": format(summary.total_cost, "f"),
-    }
+
+def run(args) -> dict:
+    return importlib.import_module(args.bench_module).run(args)
 
 
 @contextmanager
-def _scratch_database(url: str | None) -> Iterator[Engine]:
+def scratch_database(url: str | None) -> Iterator[Engine]:
     if url is None:
         with tempfile.TemporaryDirectory(prefix="meterbook-bench-") as tmp:
             engine = db.make_engine(f"sqlite:///{tmp}/bench.db")

@@ -61,7 +61,7 @@ def cmd_up(args) -> int:
 def cmd_bench(args) -> int:
     from engine import bench
 
-    result = bench.run(args.area, args)
+    result = bench.run(args)
     print(json.dumps(result, default=str))
     return 0
 
@@ -82,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not create the demo workspace on first start")
     up.set_defaults(func=cmd_up)
 
+    from engine import bench as bench_areas
+
     bench = sub.add_parser("bench", help="measure one area; prints a JSON object on its last line")
-    bench.add_argument("area", choices=["demo-data"])
-    bench.add_argument("--rows", type=int, default=1_000_000)
-    bench.add_argument("--database", default=None, help="database URL (default: a fresh SQLite file)")
+    bench_areas.add_parsers(bench)
     bench.set_defaults(func=cmd_bench)
     return parser
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from engine import accounts, bench, db, demo, demo_ledger, pricing
+from engine import accounts, bench_demo, db, demo, demo_ledger, pricing
 from engine.errors import Conflict
 from engine.models import Client, LedgerEntry, Membership, Project, User, Workspace
 from tests.conftest import POSTGRES_URL
@@ -198,7 +198,7 @@ def test_bench_demo_data(backend, tmp_path):
     if backend == "postgresql" and not POSTGRES_URL:
         pytest.skip("set METERBOOK_TEST_POSTGRES_URL to run the PostgreSQL half")
     url = POSTGRES_URL if backend == "postgresql" else f"sqlite:///{tmp_path / 'bench.db'}"
-    result = bench.run("demo-data", Namespace(rows=2000, database=url))
+    result = bench_demo.run(Namespace(rows=2000, database=url, seed=None))
     assert set(result) == {"area", "backend", "rows", "seconds", "rows_per_second", "total_cost"}
     assert (result["area"], result["backend"], result["rows"]) == ("demo-data", backend, 2000)
     assert result["seconds"] > 0 and result["rows_per_second"] > 0
