@@ -13,15 +13,19 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from sqlalchemy.sql.expression import true as sa_true
 
 from engine.dbtypes import ExactDecimal, Money, UTCDateTime, utcnow
 
@@ -205,6 +209,8 @@ class LedgerEntry(Base):
     __table_args__ = (
         Index("ix_usage_ledger_workspace_created", "workspace_id", "created_at"),
         Index("ix_usage_ledger_project_created", "project_id", "created_at"),
+        # A retried request never writes an attempt twice.
+        UniqueConstraint("request_id", "attempt", name="uq_usage_ledger_request_attempt"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -232,4 +238,137 @@ class LedgerEntry(Base):
     ttft_ms: Mapped[int | None]
     status: Mapped[str] = mapped_column(String(16), default="ok")
     error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    # The generation path's own fields; rows written before it (the demo) leave them empty.
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    attempt: Mapped[int] = mapped_column(default=1, server_default="1")
+    connection_id: Mapped[int | None] = mapped_column(ForeignKey("provider_connections.id", ondelete="SET NULL"))
+    # False: no price was known, so ``cost`` is NULL — never a silent $0.
+    priced: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    price_source: Mapped[str | None] = mapped_column(String(16))  # "catalog" or "override"
+    price_version: Mapped[str | None] = mapped_column(String(80))
+    cost_input: Mapped[Decimal | None]
+    cost_cached_input: Mapped[Decimal | None]
+    cost_cache_write: Mapped[Decimal | None]
+    cost_output: Mapped[Decimal | None]
+    cost_images: Mapped[Decimal | None]
+    cost_characters: Mapped[Decimal | None]
+    cost_seconds: Mapped[Decimal | None]
+
+
+class WorkspaceKey(Base):
+    """A workspace's data key, stored only wrapped (AES-256-GCM) by the master key, which never is."""
+
+    __tablename__ = "workspace_keys"
+
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    master_key_id: Mapped[str] = mapped_column(String(16))  # which master key wrapped it (a fingerprint)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rotated_at: Mapped[datetime | None]
+
+
+class ProviderConnection(Base):
+    """One vendor account a workspace can call: its type, where it lives, and its key, encrypted.
+
+    ``name`` is how the workspace knows it ("openai", "groq", "local-ollama"); ``price_provider``
+    is the catalog's provider id used to price its calls (a Groq endpoint is priced as Groq).
+    """
+
+    __tablename__ = "provider_connections"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+    provider_type: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str | None] = mapped_column(String(500))
+    price_provider: Mapped[str | None] = mapped_column(String(64))
+    secret_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secret_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
+    secret_hint: Mapped[str | None] = mapped_column(String(16))  # "sk-…abcd", safe to show
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    last_tested_at: Mapped[datetime | None]
+    last_test_ok: Mapped[bool | None]
+    last_test_error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RoutePolicy(Base):
+    """How a workspace picks among its targets for one kind of call."""
+
+    __tablename__ = "route_policies"
+    __table_args__ = (UniqueConstraint("workspace_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    strategy: Mapped[str] = mapped_column(String(16), default="priority")  # priority, cost, latency
+    max_attempts: Mapped[int] = mapped_column(default=4)  # retries × fallbacks, all told
+    retries_per_target: Mapped[int] = mapped_column(default=2)
+
+
+class RouteTarget(Base):
+    """One provider/model a kind of call may go to, in the workspace's order of preference."""
+
+    __tablename__ = "route_targets"
+    __table_args__ = (UniqueConstraint("workspace_id", "kind", "connection_id", "model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    position: Mapped[int] = mapped_column(default=0)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("provider_connections.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    context_window: Mapped[int | None]
+    rpm_limit: Mapped[int | None]
+    tpm_limit: Mapped[int | None]
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+
+class TargetHealth(Base):
+    """The circuit breaker and recent record of one connection/model, kept for the router and the UI."""
+
+    __tablename__ = "target_health"
+    __table_args__ = (UniqueConstraint("connection_id", "model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    connection_id: Mapped[int] = mapped_column(ForeignKey("provider_connections.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16), default="closed")  # closed, open, half_open
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    opened_at: Mapped[datetime | None]
+    last_ok_at: Mapped[datetime | None]
+    last_failure_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None]  # moving average of successful calls
+    calls: Mapped[int] = mapped_column(default=0)
+    failures: Mapped[int] = mapped_column(default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Asset(Base):
+    """A generated file (image, audio, video or long text) kept under the assets directory."""
+
+    __tablename__ = "assets"
+    __table_args__ = (Index("ix_assets_workspace_created", "workspace_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    ledger_id: Mapped[int | None] = mapped_column(BigInteger)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    mime: Mapped[str] = mapped_column(String(100))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the assets directory
+    size_bytes: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    prompt: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
