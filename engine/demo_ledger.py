@@ -423,9 +423,9 @@ def _price(rates, model, created, inp, out, cached, written, images) -> np.ndarr
         ok = rate >= 0
         r = ints[rate[ok]]
         uncached = np.maximum(inp[ok] - cached[ok] - written[ok], 0)
-        in_x = uncached * r[:, 0] + cached[ok] * r[:, 2] + written[ok] * r[:, 3]
-        out_x = out[ok] * r[:, 1] + images[ok] * r[:, 4]
-        units[ok] = _to_money(in_x, places) + _to_money(out_x, places)
+        # Each component rounds on its own, as ``Price`` does, so components sum to the total.
+        parts = (uncached * r[:, 0], cached[ok] * r[:, 2], written[ok] * r[:, 3], out[ok] * r[:, 1], images[ok] * r[:, 4])
+        units[ok] = sum(_to_money(x, places) for x in parts)
     for i in np.flatnonzero(rate < 0):  # tiered prices take the catalog's general path
         usage = Usage(input_tokens=int(inp[i]), output_tokens=int(out[i]), cached_input_tokens=int(cached[i]),
                       cache_write_tokens=int(written[i]), images=int(images[i]))

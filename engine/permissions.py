@@ -19,6 +19,7 @@ RANK = {role: rank for rank, role in enumerate(reversed(ROLES))}  # viewer 0 …
 PERMISSIONS: dict[str, str] = {
     "workspace.read": "viewer",
     "usage.read": "viewer",
+    "provider.read": "viewer",
     "project.write": "editor",
     "client.write": "editor",
     "member.manage": "admin",
@@ -26,8 +27,14 @@ PERMISSIONS: dict[str, str] = {
     "api_key.manage": "admin",
     "audit.read": "admin",
     "price.write": "admin",
+    "provider.write": "admin",
+    "generate": "editor",
+    "route.write": "admin",
     "workspace.settings": "admin",
     "owner.manage": "owner",
+    "notebook.read": "viewer",
+    "notebook.write": "editor",
+    "notebook.manage": "admin",
 }
 
 ACTION_LABELS = {
@@ -38,8 +45,13 @@ ACTION_LABELS = {
     "api_key.manage": "manage API keys",
     "audit.read": "read the audit log",
     "price.write": "change prices",
+    "provider.write": "manage provider connections",
+    "generate": "run AI calls (they spend money)",
+    "route.write": "change model routing",
     "workspace.settings": "change workspace settings",
     "owner.manage": "grant or remove the owner role",
+    "notebook.write": "create, edit or run notebooks",
+    "notebook.manage": "delete or unshare another member's notebook",
 }
 
 

@@ -14,8 +14,17 @@ from datetime import datetime
 from decimal import Decimal
 from functools import lru_cache
 
+from importlib.metadata import version
+
 import genai_prices
-from genai_prices.types import TieredPrices
+from genai_prices.types import (
+    TieredPrices,
+    _collect_resolved_model_prices,
+    _compute_registry_priced_counts,
+    calc_unit_price,
+)
+from genai_prices.types import Usage as CatalogUsage
+from genai_prices.units import _get_registry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,32 +33,49 @@ from engine.dbtypes import to_money, utcnow
 from engine.errors import InvalidInput, NotFound
 from engine.models import PriceOverride
 from engine.permissions import Actor, authorize
+from providers.base import Usage  # the vendor's numbers, as providers report them
 
 MTOK = Decimal(1_000_000)
+CATALOG_VERSION = f"genai-prices {version('genai-prices')}"
 
 # Our provider ids → the catalog's, where they differ.
 CATALOG_PROVIDER = {"gemini": "google", "openai-compatible": None}
 
-
-@dataclass(frozen=True)
-class Usage:
-    """Vendor-reported usage. ``input_tokens`` includes cache reads and writes."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0
-    cache_write_tokens: int = 0
-    images: int = 0
-    characters: int = 0
-    seconds: Decimal = Decimal(0)
+# The catalog's usage keys → our cost components (anything else goes by its direction).
+CATALOG_COMPONENT = {
+    "input_tokens": "input",
+    "cache_read_tokens": "cached_input",
+    "cache_write_tokens": "cache_write",
+    "cache_write_1h_tokens": "cache_write",
+    "output_tokens": "output",
+}
+COMPONENTS = ("input", "cached_input", "cache_write", "output", "images", "characters", "seconds")
 
 
 @dataclass(frozen=True)
 class Price:
-    input: Decimal
-    output: Decimal
-    total: Decimal
-    source: str  # "catalog" or "override"
+    """A call's cost by component, each rounded to 1e-10 USD; ``total`` is their exact sum.
+
+    ``input`` is the uncached prompt tokens only; cache reads and writes have their own parts.
+    ``version`` says which price list produced it (the catalog's release, or an override's id).
+    """
+
+    input: Decimal = Decimal(0)
+    cached_input: Decimal = Decimal(0)
+    cache_write: Decimal = Decimal(0)
+    output: Decimal = Decimal(0)
+    images: Decimal = Decimal(0)
+    characters: Decimal = Decimal(0)
+    seconds: Decimal = Decimal(0)
+    source: str = "catalog"
+    version: str = CATALOG_VERSION
+
+    @property
+    def total(self) -> Decimal:
+        return sum((getattr(self, c) for c in COMPONENTS), Decimal(0))
+
+    def components(self) -> dict[str, Decimal]:
+        return {c: getattr(self, c) for c in COMPONENTS}
 
 
 class UnpricedModel(LookupError):
@@ -68,17 +94,21 @@ class Rates:
     character: Decimal = Decimal(0)
     second: Decimal = Decimal(0)
     source: str = "catalog"
+    version: str = CATALOG_VERSION
 
     def price(self, usage: Usage) -> Price:
         uncached = max(usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens, 0)
-        inp = (
-            uncached * self.input
-            + usage.cached_input_tokens * self.cache_read
-            + usage.cache_write_tokens * self.cache_write
-            + usage.characters * self.character
+        return Price(
+            input=to_money(uncached * self.input),
+            cached_input=to_money(usage.cached_input_tokens * self.cache_read),
+            cache_write=to_money(usage.cache_write_tokens * self.cache_write),
+            output=to_money(usage.output_tokens * self.output),
+            images=to_money(usage.images * self.image),
+            characters=to_money(usage.characters * self.character),
+            seconds=to_money(usage.seconds * self.second),
+            source=self.source,
+            version=self.version,
         )
-        out = usage.output_tokens * self.output + usage.images * self.image + usage.seconds * self.second
-        return Price(to_money(inp), to_money(out), to_money(inp) + to_money(out), self.source)
 
 
 def _catalog_usage(usage: Usage) -> genai_prices.Usage:
@@ -91,17 +121,21 @@ def _catalog_usage(usage: Usage) -> genai_prices.Usage:
 
 
 def _catalog_price(provider: str, model: str, usage: Usage, at: datetime) -> Price:
-    try:
-        calc = genai_prices.calc_price(
-            _catalog_usage(usage),
-            model,
-            provider_id=CATALOG_PROVIDER.get(provider, provider),
-            genai_request_timestamp=at,
-        )
-    except LookupError as exc:
-        raise UnpricedModel(f"No price is known for {provider}/{model}; add one under Settings → Prices.") from exc
-    inp, out = to_money(calc.input_price), to_money(calc.output_price)
-    return Price(inp, out, inp + out, "catalog")
+    """The catalog's general path (tiered prices), split by the catalog's own units into our components."""
+    _, info = _find(provider, model)
+    model_price = info.get_prices(at)
+    resolved = _collect_resolved_model_prices(model_price, _get_registry())
+    counted = CatalogUsage.from_raw(_catalog_usage(usage))
+    counts = _compute_registry_priced_counts(resolved, counted)
+    tiered = any(isinstance(p, TieredPrices) for _, p in resolved)
+    parts = dict.fromkeys(COMPONENTS, Decimal(0))
+    for unit, unit_price in resolved:
+        cost = calc_unit_price(unit_price, counts[unit.usage_key], counted.input_tokens if tiered else 0, unit.per)
+        component = CATALOG_COMPONENT.get(unit.usage_key)
+        if component is None:
+            component = "input" if unit.dimensions.get("direction") == "input" else "output"
+        parts[component] += cost
+    return Price(**{c: to_money(v) for c, v in parts.items()})
 
 
 _linear: dict[int, Rates | None] = {}
@@ -174,6 +208,7 @@ def override_rates(o: PriceOverride) -> Rates:
         character=(o.per_1k_characters or Decimal(0)) / 1000,
         second=o.per_second or Decimal(0),
         source="override",
+        version=f"override #{o.id}",
     )
 
 
