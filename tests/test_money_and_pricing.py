@@ -34,6 +34,33 @@ def test_known_price_of_gpt_4o():
     assert p.total == Decimal("0.007375") and p.source == "catalog"
 
 
+def test_each_component_is_priced_on_its_own_and_they_add_up_to_the_total():
+    # gpt-4o: 900 uncached × $2.50/M, 100 cached × $1.25/M, 500 output × $10/M.
+    p = pricing.price("openai", "gpt-4o", pricing.Usage(input_tokens=1_000, output_tokens=500, cached_input_tokens=100), at=SEPT)
+    assert (p.input, p.cached_input, p.cache_write, p.output) == (
+        Decimal("0.00225"), Decimal("0.000125"), Decimal(0), Decimal("0.005"))
+    assert p.total == sum(p.components().values())
+    assert p.version.startswith("genai-prices ")
+
+
+def test_anthropic_cache_reads_and_writes_have_their_own_components():
+    # claude-sonnet-4-5 (tiered, below 200k): $3/M input, $0.30/M cache read, $3.75/M cache write, $15/M output.
+    u = pricing.Usage(input_tokens=10_000, cached_input_tokens=6_000, cache_write_tokens=2_000, output_tokens=1_000)
+    p = pricing.catalog_price("anthropic", "claude-sonnet-4-5", u, SEPT)
+    assert (p.input, p.cached_input, p.cache_write, p.output) == (
+        Decimal("0.006"), Decimal("0.0018"), Decimal("0.0075"), Decimal("0.015"))
+    import genai_prices
+    catalog = genai_prices.calc_price(pricing._catalog_usage(u), "claude-sonnet-4-5", provider_id="anthropic",
+                                      genai_request_timestamp=SEPT)
+    assert p.total == catalog.total_price
+
+
+def test_crossing_a_tier_reprices_every_token_of_the_call():
+    # Above 200k prompt tokens Sonnet 4.5 charges $6/M input and $22.50/M output on the whole call.
+    p = pricing.catalog_price("anthropic", "claude-sonnet-4-5", pricing.Usage(input_tokens=300_000, output_tokens=1_000), SEPT)
+    assert (p.input, p.output) == (Decimal("1.8"), Decimal("0.0225"))
+
+
 def test_tiered_models_take_the_catalogs_own_path():
     assert pricing.catalog_rates("anthropic", "claude-sonnet-4-5", SEPT) is None
     small = pricing.catalog_price("anthropic", "claude-sonnet-4-5", pricing.Usage(input_tokens=1000), SEPT)
