@@ -67,10 +67,13 @@ def count(text: str, model: str = "gpt-4o") -> int:
     return len(encoding_for(model).encode(text, disallowed_special=()))
 
 
-def count_request(req: Request, provider_type: str) -> TokenCount:
-    """The prompt tokens of a text request, with the chat framing OpenAI adds."""
+def count_request(req: Request, vendor: str) -> TokenCount:
+    """The prompt tokens of a text request, with the chat framing OpenAI adds.
+
+    ``vendor`` is whose model it is (the catalog provider): only OpenAI's count is exact.
+    """
     enc = encoding_for(req.model)
     texts = [req.system or "", *(m.content for m in req.messages)] if req.messages else [req.system or "", req.prompt]
     texts = [t for t in texts if t]
     tokens = sum(len(enc.encode(t, disallowed_special=())) + PER_MESSAGE for t in texts) + REPLY_PRIMING
-    return TokenCount(tokens, exact=provider_type in EXACT_FOR)
+    return TokenCount(tokens, exact=vendor in EXACT_FOR)

@@ -32,6 +32,16 @@ def _engines(tmp_path_factory):
     yield engines
     for engine in engines.values():
         engine.dispose()
+    if "postgresql" in engines:
+        admin = db.make_engine(POSTGRES_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {_schema()} CASCADE"))
+        admin.dispose()
+
+
+def _schema() -> str:
+    # The pid too: two test runs at once (two people, or CI beside a developer) must not share tables.
+    return f"mbtest_{_worker()}_{os.getpid()}"
 
 
 def _engine_for(backend: str, engines: dict, tmp_path_factory):
@@ -43,7 +53,7 @@ def _engine_for(backend: str, engines: dict, tmp_path_factory):
     else:
         if not POSTGRES_URL:
             pytest.skip("set METERBOOK_TEST_POSTGRES_URL to run the PostgreSQL half")
-        schema = f"mbtest_{_worker()}"
+        schema = _schema()
         admin = db.make_engine(POSTGRES_URL)
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
