@@ -27,6 +27,7 @@ from engine import db
 
 AREAS = {
     "demo-data": "engine.bench_demo",
+    "router": "engine.bench_router",
 }
 
 

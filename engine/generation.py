@@ -115,6 +115,7 @@ class _Plan:
     health: dict
     prompt_tokens: tokens.TokenCount
     max_tokens: int
+    prices: pricing.PriceList
 
 
 def _validate(req: GenerationRequest) -> GenerationRequest:
@@ -175,15 +176,16 @@ def _plan(req: GenerationRequest, actor: Actor) -> _Plan:
                                "under Providers, or choose one.")
         targets = ([pinned] if pinned else []) + [t for t in routed if pinned is None or t.key != pinned.key]
         health = router.load_health(s, targets)
-        first = targets[0]
-        prompt_tokens = _count(req, first)
-        max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS
+        prices = pricing.price_list(s, actor.workspace_id, {(t.price_provider, t.model) for t in targets})
+    prompt_tokens = _count(req, targets[0])
+    max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS
 
-        def cost_of(t: router.Target) -> Decimal | None:
-            return _estimate_price(s, actor.workspace_id, t, req, prompt_tokens.tokens, max_tokens)
+    def cost_of(t: router.Target) -> Decimal | None:
+        return _estimate_price(prices, t, req, prompt_tokens.tokens, max_tokens)
 
-        ordered = router.order(targets, policy, health, cost_of, pinned)
-    return _Plan(actor, req, req.request_id or uuid.uuid4().hex, policy, ordered, health, prompt_tokens, max_tokens)
+    ordered = router.order(targets, policy, health, cost_of, pinned)
+    return _Plan(actor, req, req.request_id or uuid.uuid4().hex, policy, ordered, health, prompt_tokens, max_tokens,
+                 prices)
 
 
 def _count(req: GenerationRequest, target: router.Target) -> tokens.TokenCount:
@@ -202,11 +204,10 @@ def _worst_case(req: GenerationRequest, prompt_tokens: int, max_tokens: int) -> 
     return Usage(seconds=Decimal(str(req.params.get("duration", 5))))
 
 
-def _estimate_price(s: Session | None, workspace_id: int, target: router.Target, req: GenerationRequest,
+def _estimate_price(prices: pricing.PriceList, target: router.Target, req: GenerationRequest,
                     prompt_tokens: int, max_tokens: int) -> Decimal | None:
     try:
-        return pricing.price(target.price_provider, target.model, _worst_case(req, prompt_tokens, max_tokens),
-                             workspace_id=workspace_id, session=s).total
+        return prices.price(target.price_provider, target.model, _worst_case(req, prompt_tokens, max_tokens)).total
     except UnpricedModel:
         return None
 
@@ -215,7 +216,7 @@ def estimate(req: GenerationRequest, actor: Actor) -> Estimate:
     """What the call would cost at most on the target it would go to first. Nothing is reserved."""
     plan = _plan(req, actor)
     first = plan.targets[0]
-    cost = _estimate_price(None, actor.workspace_id, first, plan.req, plan.prompt_tokens.tokens, plan.max_tokens)
+    cost = _estimate_price(plan.prices, first, plan.req, plan.prompt_tokens.tokens, plan.max_tokens)
     return Estimate(first.label, plan.prompt_tokens.tokens, plan.max_tokens if req.kind == "text" else 0,
                     plan.prompt_tokens.exact, cost)
 
@@ -267,6 +268,7 @@ class _Attempt:
     number: int
     hold: Any
     estimated: Decimal | None
+    provider: Any = None
     started: float = field(default_factory=time.perf_counter)
     ttft_ms: int | None = None
 
@@ -285,11 +287,11 @@ class _Attempt:
         """Price the usage, then write the ledger row, settle the hold and update health, all at once."""
         p, t = self.plan, self.target
         latency = self.elapsed_ms()
+        try:
+            price = p.prices.price(t.price_provider, t.model, usage)
+        except UnpricedModel:
+            price = None
         with db.transaction() as s:
-            try:
-                price = pricing.price(t.price_provider, t.model, usage, workspace_id=p.actor.workspace_id, session=s)
-            except UnpricedModel:
-                price = None
             entry = LedgerEntry(
                 workspace_id=p.actor.workspace_id, user_id=p.actor.user_id, api_key_id=p.req.api_key_id,
                 project_id=p.req.project_id, workflow_run_id=p.req.workflow_run_id, notebook_id=p.req.notebook_id,
@@ -306,8 +308,9 @@ class _Attempt:
             s.add(entry)
             s.flush()
             guards.budgets.settle(s, self.hold, entry.cost)
-            router.record_outcome(s, t, ok=status == "ok", latency_ms=latency if status == "ok" else None,
-                                  error=error, policy=p.policy)
+            # A stream the user stopped says nothing against the target: it was answering.
+            router.record_outcome(s, t, ok=status in ("ok", "cancelled"),
+                                  latency_ms=latency if status == "ok" else None, error=error, policy=p.policy)
             saved = tuple(
                 assets.save(s, workspace_id=p.actor.workspace_id, data=a.data, mime=a.mime, kind=p.req.kind,
                             provider=t.price_provider, model=t.model, prompt=p.req.prompt or None,
@@ -343,11 +346,11 @@ class _Attempt:
 
 
 def _begin(plan: _Plan, target: router.Target, number: int) -> _Attempt:
-    estimated = _estimate_price(None, plan.actor.workspace_id, target, plan.req, plan.prompt_tokens.tokens,
-                                plan.max_tokens)
-    attempt = _Attempt(plan, target, number, hold=None, estimated=estimated)
+    estimated = _estimate_price(plan.prices, target, plan.req, plan.prompt_tokens.tokens, plan.max_tokens)
+    attempt = _Attempt(plan, target, number, hold=None, estimated=estimated,
+                       provider=_provider(plan.actor.workspace_id, target))
     attempt.hold = guards.budgets.reserve(attempt.ctx, estimated)
-    attempt.started = time.perf_counter()
+    attempt.started = time.perf_counter()  # latency is the vendor's time, not our set-up
     return attempt
 
 
@@ -361,7 +364,7 @@ def generate(req: GenerationRequest, actor: Actor) -> Generation:
     def attempt(target: router.Target, number: int) -> Generation:
         a = _begin(plan, target, number)
         try:
-            result = _provider(actor.workspace_id, target).generate(
+            result = a.provider.generate(
                 _provider_request(plan.req, target.model, plan.max_tokens, plan.request_id))
         except ProviderError as exc:
             a.failed(exc)
@@ -398,7 +401,7 @@ class GenerationStream:
         def attempt(target: router.Target, number: int) -> None:
             a = _begin(plan, target, number)
             try:
-                items = _provider(plan.actor.workspace_id, target).stream(
+                items = a.provider.stream(
                     _provider_request(plan.req, target.model, plan.max_tokens, plan.request_id))
                 first = next(items)
             except StopIteration:

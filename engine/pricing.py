@@ -212,6 +212,36 @@ def override_rates(o: PriceOverride) -> Rates:
     )
 
 
+@dataclass(frozen=True)
+class PriceList:
+    """A workspace's overrides for a few models, read once, then used to price without the database."""
+
+    overrides: dict[tuple[str, str], list[tuple[datetime, Rates]]]  # newest first
+
+    def price(self, provider: str, model: str, usage: Usage, at: datetime | None = None) -> Price:
+        at = at or utcnow()
+        for effective_from, rates in self.overrides.get((provider, model), ()):
+            if effective_from <= at:
+                return rates.price(usage)
+        return catalog_price(provider, model, usage, at)
+
+
+def price_list(session: Session, workspace_id: int, models: set[tuple[str, str]]) -> PriceList:
+    providers = {p for p, _ in models}
+    names = {m for _, m in models}
+    rows = session.scalars(
+        select(PriceOverride)
+        .where(PriceOverride.workspace_id == workspace_id, PriceOverride.provider.in_(providers),
+               PriceOverride.model.in_(names))
+        .order_by(PriceOverride.effective_from.desc())
+    ).all() if models else []
+    found: dict[tuple[str, str], list[tuple[datetime, Rates]]] = {}
+    for o in rows:
+        if (o.provider, o.model) in models:
+            found.setdefault((o.provider, o.model), []).append((o.effective_from, override_rates(o)))
+    return PriceList(found)
+
+
 def price(
     provider: str,
     model: str,

@@ -185,21 +185,19 @@ def record_outcome(
 ) -> None:
     """Update the target's health in the caller's transaction (the one writing the ledger row)."""
     now = now or utcnow()
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(
-        insert(TargetHealth)
-        .values(connection_id=target.connection_id, model=target.model, state="closed", consecutive_failures=0,
-                calls=0, failures=0, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["connection_id", "model"])
-    )
     h = TargetHealth
     where = (h.connection_id == target.connection_id) & (h.model == target.model)
     if ok:
         # A moving average that follows recent behaviour without one slow call dominating it.
         latency = h.latency_ms if latency_ms is None else _ewma(h.latency_ms, latency_ms)
-        session.execute(update(h).where(where).values(
+        done = session.execute(update(h).where(where).values(
             state="closed", consecutive_failures=0, opened_at=None, last_ok_at=now, calls=h.calls + 1,
             latency_ms=latency, updated_at=now))
+        if done.rowcount:
+            return
+    _ensure_row(session, target, now)
+    if ok:
+        record_outcome(session, target, ok=ok, latency_ms=latency_ms, error=error, policy=policy, now=now)
         return
     row = session.execute(select(h.consecutive_failures, h.state).where(where).with_for_update()).one()
     failures = row.consecutive_failures + 1
@@ -208,6 +206,16 @@ def record_outcome(
         consecutive_failures=failures, calls=h.calls + 1, failures=h.failures + 1, last_failure_at=now,
         last_error=(error or "")[:2000], state="open" if opens else "closed",
         opened_at=now if opens else None, updated_at=now))
+
+
+def _ensure_row(session: Session, target: Target, now: datetime) -> None:
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(TargetHealth)
+        .values(connection_id=target.connection_id, model=target.model, state="closed", consecutive_failures=0,
+                calls=0, failures=0, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["connection_id", "model"])
+    )
 
 
 def _ewma(previous, latest: int):

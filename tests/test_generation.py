@@ -231,3 +231,12 @@ def test_estimate_counts_openai_prompts_exactly_and_says_when_it_approximates(ws
     other = generation.estimate(generation.GenerationRequest(prompt="Hi", target="backup/claude-haiku-4-5"), ws)
     assert not other.exact  # scripted is not OpenAI: the count is an approximation
     assert rows() == []
+
+
+def test_a_workspace_price_override_prices_the_call_and_its_estimate(ws):
+    pricing.set_override(ws, provider="openai", model="my-finetune", input_mtok="1", output_mtok="2")
+    scripted.SCRIPT["my-finetune"] = [Result(text="x", usage=Usage(input_tokens=1_000_000, output_tokens=500_000))]
+    g = generation.generate(generation.GenerationRequest(prompt="hi", target="primary/my-finetune", max_tokens=10), ws)
+    [row] = rows()
+    assert g.cost == row.cost == Decimal("2") and row.price_source == "override"
+    assert row.price_version.startswith("override #")
