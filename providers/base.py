@@ -140,7 +140,7 @@ class JobStatus:
 class Config:
     """How to reach one vendor account. ``api_key`` arrives decrypted from the vault, per call."""
 
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in a repr, log or traceback
     base_url: str | None = None
     timeout: float = 120.0
     headers: Mapping[str, str] = field(default_factory=dict)
