@@ -336,6 +336,10 @@ class _Attempt:
             usage = Usage(input_tokens=self.plan.prompt_tokens.tokens,
                           output_tokens=tokens.count(result.text, self.target.model))
             extra = (ESTIMATED_USAGE_TAG,)
+        elif self.plan.req.kind == "video" and not usage.seconds:
+            # Video is billed by the second; a vendor that does not say how long, made what was asked for.
+            usage = replace(usage, seconds=_worst_case(self.plan.req, 0, 0).seconds)
+            extra = (ESTIMATED_USAGE_TAG,)
         entry, price, asset_ids = self.record(usage, status="ok", error=None, extra_tags=extra, result=result)
         return Generation(
             request_id=self.plan.request_id, text=result.text, asset_ids=asset_ids, usage=usage,
