@@ -67,6 +67,5 @@ else:
 with st.sidebar:
     if st.button("Sign out", icon=":material/logout:", key="sign_out"):
         ui.sign_out()
-        st.rerun()
 
 st.navigation(pages).run()

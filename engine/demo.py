@@ -5,25 +5,30 @@ the rules real data does. The usage ledger is generated in bulk (``engine.demo_l
 written in batches on one transaction, through the driver's fastest path: COPY on
 PostgreSQL, ``executemany`` on SQLite. One ORM object per row would make a million rows
 take many minutes; the values written are exactly what the column types would store.
+
+Seeding is all or nothing. The services commit one step at a time, so a failure (or
+Ctrl-C) part-way removes what this seed had made before it re-raises; the ledger's own
+transaction simply rolls back. Only a process killed outright between two steps can leave
+a partial demo behind (a later seed then refuses, as the demo's addresses are taken).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from engine import accounts, db, demo_ledger
 from engine import clients as client_service
 from engine import projects as project_service
 from engine.dbtypes import MONEY_PLACES, utcnow
 from engine.errors import Conflict, InvalidInput
-from engine.models import AuditEvent, Client, Invitation, Membership, Project, User, Workspace
+from engine.models import AuditEvent, Client, Invitation, LedgerEntry, Membership, Project, User, Workspace
 from engine.permissions import Actor
 
 DEMO_EMAIL = "demo@meterbook.local"
@@ -114,14 +119,19 @@ def seed(
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     _refuse_if_present()
-    workspace_id, user_ids, client_ids, project_ids = _create_people_and_projects()
-    ledger = demo_ledger.generate(
-        seed, now=now, days=days, rows=rows, workspace_id=workspace_id, timezone=TIMEZONE,
-        people=user_ids, projects=project_ids,
-    )
-    ledger.check_prices()
-    _backdate(workspace_id, user_ids, now - timedelta(days=days) - HISTORY_LEAD)
-    insert_ledger(ledger, progress)
+    made = _Made()
+    try:
+        workspace_id, user_ids, client_ids, project_ids = _create_people_and_projects(made)
+        ledger = demo_ledger.generate(
+            seed, now=now, days=days, rows=rows, workspace_id=workspace_id, timezone=TIMEZONE,
+            people=user_ids, projects=project_ids,
+        )
+        ledger.check_prices()
+        _backdate(workspace_id, user_ids, now - timedelta(days=days) - HISTORY_LEAD)
+        insert_ledger(ledger, progress)
+    except BaseException:
+        _remove(made)
+        raise
     return DemoSummary(
         workspace_id, WORKSPACE, DEMO_EMAIL, DEMO_PASSWORD, len(user_ids), len(client_ids), len(project_ids),
         days, len(ledger), ledger.total_cost(), time.perf_counter() - started, user_ids, project_ids,
@@ -141,18 +151,29 @@ def _refuse_if_present() -> None:
         raise Conflict(f"The demo needs these addresses, which already have accounts: {', '.join(sorted(taken))}.")
 
 
-def _create_people_and_projects() -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+@dataclass
+class _Made:
+    """What a seed has committed so far, for removing it again if a later step fails."""
+
+    workspace_id: int | None = None
+    user_ids: list[int] = field(default_factory=list)
+
+
+def _create_people_and_projects(made: _Made) -> tuple[int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     _, owner_name, _ = PEOPLE[0]
     if is_empty():
         owner, workspace = accounts.create_first_owner(DEMO_EMAIL, owner_name, DEMO_PASSWORD, WORKSPACE, TIMEZONE)
+        made.user_ids.append(owner.id)
     else:  # Meterbook is already in use: the demo becomes one more workspace beside the real ones
         owner = accounts.create_user(DEMO_EMAIL, owner_name, DEMO_PASSWORD)
+        made.user_ids.append(owner.id)
         workspace = accounts.create_workspace(owner.id, WORKSPACE, TIMEZONE)
+    made.workspace_id = workspace.id
     actor = Actor(owner.id, workspace.id)
-    user_ids = [owner.id]
     for email, name, role in PEOPLE[1:]:
         token = accounts.invite(actor, email, role)
-        user_ids.append(accounts.accept_invitation(token, name=name, password=DEMO_PASSWORD).id)
+        made.user_ids.append(accounts.accept_invitation(token, name=name, password=DEMO_PASSWORD).id)
+    user_ids = list(made.user_ids)
     client_ids = [client_service.create_client(actor, *c).id for c in CLIENTS]
     project_ids = [
         project_service.create_project(
@@ -161,6 +182,18 @@ def _create_people_and_projects() -> tuple[int, tuple[int, ...], tuple[int, ...]
         for name, ci, budget, text in PROJECTS
     ]
     return workspace.id, tuple(user_ids), tuple(client_ids), tuple(project_ids)
+
+
+def _remove(made: _Made) -> None:
+    """Delete what a failed seed committed: its workspace with everything in it, and its people."""
+    with db.transaction() as s:
+        if made.workspace_id is not None:
+            # These keys are ON DELETE RESTRICT, so children go first; the rest cascades from the workspace.
+            for model in (LedgerEntry, Project, Client):
+                s.execute(delete(model).where(model.workspace_id == made.workspace_id))
+            s.execute(delete(Workspace).where(Workspace.id == made.workspace_id))
+        if made.user_ids:
+            s.execute(delete(User).where(User.id.in_(made.user_ids)))
 
 
 def _backdate(workspace_id: int, user_ids: tuple[int, ...], anchor: datetime) -> None:

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from zoneinfo import ZoneInfo
 
 import streamlit as st
@@ -76,11 +76,21 @@ def _cookie_script(cookie: str) -> None:
     st.html(f"<script>document.cookie = {json.dumps(cookie)};</script>", unsafe_allow_javascript=True, width=1)
 
 
-def sign_out() -> None:
+def sign_out() -> NoReturn:
+    """End the Meterbook session and start the run afresh on the sign-in page.
+
+    Someone who came through ``st.login`` is signed out of Streamlit's identity cookie too
+    (``st.logout`` redirects through /auth/logout), or the sign-in page would map the same
+    identity straight back to a new session.
+    """
     accounts.end_session(st.session_state.get("session_token") or session_token())
     for key in list(st.session_state.keys()):
         del st.session_state[key]
     st.session_state["signed_out"] = True
+    if st.user.get("is_logged_in"):
+        st.logout()
+        st.stop()  # not st.rerun(): a new run could drop the redirect before it reaches the browser
+    st.rerun()
 
 
 def actor() -> Actor:

@@ -1,19 +1,51 @@
-"""Sign in, first-run setup of the owner account, and joining through an invitation link."""
+"""Sign in, first-run setup of the owner account, and joining through an invitation link.
+
+Single sign-on: where ``.streamlit/secrets.toml`` has an ``[auth]`` section, the page offers
+one "Sign in with …" button per configured provider (the default provider written straight
+into ``[auth]``, and each named ``[auth.NAME]``; an optional ``display_name`` key sets the
+label). ``st.login`` sends the person to the provider and back; once ``st.user`` is signed
+in, the engine maps the identity to a Meterbook user and the page opens the same
+server-side session a password sign-in opens, so refresh and sign-out behave alike.
+
+Who may come in that way is decided in ``engine.accounts.oidc_user``: an identity seen
+before, an existing account with the same (verified) email, or an email with an open
+invitation. Anyone else is refused with a message to ask for an invitation, rather than
+given an empty account: Meterbook has no self sign-up, and a provider such as Google would
+otherwise let anyone with an account there in. A refused identity can sign out of the
+provider here and try another account.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import streamlit as st
+from streamlit.errors import StreamlitSecretNotFoundError
 
 from engine import accounts
 from engine.errors import MeterbookError
 from pages import _common as ui
 
+# Keys that make a table in [auth] a provider's settings rather than, say, client_kwargs.
+_PROVIDER_KEYS = ("client_id", "server_metadata_url")
 
-def oidc_configured() -> bool:
+
+def oidc_providers() -> list[tuple[str | None, str]]:
+    """(name for ``st.login``, button label) of each provider in the ``[auth]`` secrets; [] if none."""
     try:
-        return "auth" in st.secrets
-    except Exception:  # no secrets file at all
-        return False
+        auth = st.secrets.get("auth")
+    except StreamlitSecretNotFoundError:  # no secrets file at all
+        return []
+    if not isinstance(auth, Mapping):
+        return []
+    found: list[tuple[str | None, str]] = []
+    if any(key in auth for key in _PROVIDER_KEYS):
+        found.append((None, str(auth.get("display_name") or "single sign-on")))
+    for name, section in auth.items():
+        if isinstance(section, Mapping) and any(key in section for key in _PROVIDER_KEYS):
+            found.append((name, str(section.get("display_name") or name.replace("-", " ").title())))
+    return found
 
 
 def finish_sign_in(token: str) -> None:
@@ -22,18 +54,22 @@ def finish_sign_in(token: str) -> None:
     st.rerun()
 
 
-def sign_in_with_oidc() -> None:
+def sign_in_with_oidc(claims: Mapping[str, Any]) -> None:
     """``st.login`` has verified the identity; map it to a Meterbook user and open a session."""
-    info = st.user.to_dict()
-    if not info.get("email"):
-        st.error("Your identity provider did not share an email address, which Meterbook needs to match your account.")
-        return
     try:
-        user = accounts.oidc_user(str(info.get("iss", "oidc")), str(info.get("sub", info["email"])), info["email"], info.get("name"))
+        token, _user = accounts.oidc_login(claims)
     except MeterbookError as exc:
-        st.error(str(exc))
+        st.error(str(exc), icon=":material/error:")
+        if st.button("Sign in with a different account", key="oidc_sign_out", icon=":material/switch_account:"):
+            st.logout()
         return
-    finish_sign_in(accounts.start_session(user.id))
+    finish_sign_in(token)
+
+
+def oidc_buttons(providers: list[tuple[str | None, str]], verb: str = "Sign in") -> None:
+    for name, label in providers:
+        if st.button(f"{verb} with {label}", key=f"oidc_{name or 'default'}", icon=":material/key:", width="stretch"):
+            st.login(name)  # None: the default provider written straight into [auth]
 
 
 def first_run() -> None:
@@ -50,7 +86,7 @@ def first_run() -> None:
                 finish_sign_in(accounts.start_session(created[0].id))
 
 
-def join(token: str) -> None:
+def join(token: str, providers: list[tuple[str | None, str]]) -> None:
     try:
         email = accounts.invitation_email(token)
     except MeterbookError as exc:
@@ -66,12 +102,18 @@ def join(token: str) -> None:
             if user:
                 st.query_params.clear()
                 finish_sign_in(accounts.start_session(user.id))
+    if providers:
+        st.caption(f"Or sign in as {email} with your organisation's account; the invitation is accepted on the way.")
+        oidc_buttons(providers, verb="Join")
 
 
-def sign_in() -> None:
+def sign_in(providers: list[tuple[str | None, str]]) -> None:
     st.title("Sign in to Meterbook")
     if st.session_state.get("signed_out"):
         st.info("You are signed out.")
+    identity_known = bool(providers) and bool(st.user.get("is_logged_in"))
+    if identity_known:
+        sign_in_with_oidc(st.user.to_dict())
     with st.form("sign_in"):
         email = st.text_input("Email", key="login_email")
         password = st.text_input("Password", type="password", key="login_password")
@@ -79,20 +121,18 @@ def sign_in() -> None:
             result = ui.attempt(lambda: accounts.login(email, password))
             if result:
                 finish_sign_in(result[0])
-    if oidc_configured():
+    if providers and not identity_known:
         st.divider()
-        if st.user.get("is_logged_in"):
-            sign_in_with_oidc()
-        elif st.button("Sign in with single sign-on", icon=":material/key:"):
-            st.login()
+        oidc_buttons(providers)
 
 
 _, middle, _ = st.columns([1, 2, 1])
 with middle:
+    providers = oidc_providers()
     invite_token = st.query_params.get("invite")
     if invite_token:
-        join(invite_token)
+        join(invite_token, providers)
     elif accounts.needs_first_run():
         first_run()
     else:
-        sign_in()
+        sign_in(providers)

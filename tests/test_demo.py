@@ -204,3 +204,52 @@ def test_bench_demo_data(backend, tmp_path):
     assert result["seconds"] > 0 and result["rows_per_second"] > 0
     assert Decimal(result["total_cost"]) > 0
     json.dumps(result)
+
+
+def _snapshot(engine) -> dict[str, list[tuple]]:
+    """Every row of every table, to compare a database before and after."""
+    from engine.models import Base
+
+    with engine.connect() as conn:
+        return {t.name: sorted(map(tuple, conn.execute(t.select())), key=repr) for t in Base.metadata.sorted_tables}
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("in_use", [False, True], ids=["first-start", "in-use"])
+def test_a_failure_in_the_ledger_leaves_the_database_as_it_was(database, in_use):
+    if in_use:
+        owner()
+    before = _snapshot(database)
+
+    def fail_after_first_batch(done, total):
+        assert done > 0  # rows were written in the open transaction before this
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        demo.seed(seed=SEED, days=DAYS, rows=ROWS, now=NOW, progress=fail_after_first_batch)
+    assert _snapshot(database) == before
+    # Nothing is left to block a second try.
+    summary = demo.seed(seed=SEED, days=DAYS, rows=ROWS, now=NOW)
+    assert summary.rows == ROWS and demo.has_demo_user()
+
+
+def test_a_failure_while_making_the_team_leaves_the_database_as_it_was(database, monkeypatch):
+    before = _snapshot(database)
+    real = demo.project_service.create_project
+    made = []
+
+    def create_project(*args, **kwargs):
+        if len(made) == 2:
+            raise KeyboardInterrupt  # Ctrl-C half way through the projects
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(demo.project_service, "create_project", create_project)
+    with pytest.raises(KeyboardInterrupt):
+        demo.seed(seed=SEED, days=DAYS, rows=ROWS, now=NOW)
+    assert len(made) == 2
+    assert _snapshot(database) == before
+    assert demo.is_empty()

@@ -1,0 +1,136 @@
+"""Single sign-on in a real headless Chromium: ``st.login`` against a local OpenID Connect provider.
+
+The app runs as ``python -m engine up`` starts it, with a temporary secrets file (found
+through ``STREAMLIT_SECRETS_FILES``, Streamlit's ``secrets.files`` option) that points
+``[auth.acme]`` at ``tests/fakes/oidc_provider.py``. Streamlit's own routes and Authlib do
+the whole exchange: discovery, the redirect with PKCE and nonce, the code for tokens, and
+the RS256 signature checked against the provider's JWKS.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from engine import demo
+from engine.config import PROJECT_ROOT
+from tests.fakes.oidc_provider import FakeOidcProvider
+from tests.test_browser_journey import CHROMIUM, FLAGS, _free_port, _settle
+
+pytestmark = pytest.mark.browser
+
+PERSON = {"sub": "acme-7f3a", "email": demo.DEMO_EMAIL.upper(), "email_verified": True, "name": "Alex M."}
+
+
+@pytest.fixture(scope="module")
+def app_with_sso(tmp_path_factory):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed")
+    tmp = tmp_path_factory.mktemp("sso")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    client_secret = secrets.token_urlsafe(16)
+    with FakeOidcProvider("meterbook-test", client_secret, f"{url}/oauth2callback", person=dict(PERSON)) as idp:
+        (tmp / "secrets.toml").write_text(
+            "[auth]\n"
+            f'redirect_uri = "{url}/oauth2callback"\n'
+            f'cookie_secret = "{secrets.token_urlsafe(32)}"\n'
+            "[auth.acme]\n"
+            'display_name = "Acme ID"\n'
+            'client_id = "meterbook-test"\n'
+            f'client_secret = "{client_secret}"\n'
+            f'server_metadata_url = "{idp.metadata_url}"\n'
+        )
+        env = {
+            **os.environ,
+            "METERBOOK_DATABASE_URL": f"sqlite:///{tmp / 'meterbook.db'}",
+            "METERBOOK_DATA_DIR": str(tmp),
+            "METERBOOK_PORT": str(port),
+            "METERBOOK_BASE_URL": url,
+            "METERBOOK_DEMO_ROWS": "500",
+            "STREAMLIT_SECRETS_FILES": str(tmp / "secrets.toml"),
+        }
+        log = open(tmp / "up.log", "w")
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "up"], cwd=PROJECT_ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    pytest.fail(f"`engine up` exited early:\n{(tmp / 'up.log').read_text()}")
+                try:
+                    if httpx.get(f"{url}/_stcore/health", timeout=1).text == "ok":
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            else:
+                pytest.fail(f"the app did not come up:\n{(tmp / 'up.log').read_text()}")
+            yield url, env, idp, tmp
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+            log.close()
+
+
+def test_sign_in_with_the_identity_provider(app_with_sso):
+    from playwright.sync_api import expect, sync_playwright
+
+    url, env, idp, tmp = app_with_sso
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        _settle(page)
+        expect(page.get_by_role("heading", name="Sign in to Meterbook")).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Sign in with Acme ID").click()
+
+        # Out to the provider and back; the identity maps to the demo owner by email.
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text(f"Alex Morgan · {demo.DEMO_EMAIL}")).to_be_visible(timeout=30_000)
+        assert len(idp.issued) == 1 and idp.issued[0]["sub"] == PERSON["sub"]
+        page.wait_for_function("document.cookie.includes('meterbook_session=')", timeout=30_000)
+        page.screenshot(path=str(tmp / "sso-overview.png"), full_page=True)
+
+        # A refresh keeps the Meterbook session, without another round trip to the provider.
+        page.reload()
+        _settle(page)
+        expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
+        assert len(idp.issued) == 1
+
+        # Signing out ends both sessions: the sign-in page does not map the identity straight back.
+        page.get_by_role("button", name="Sign out").click()
+        expect(page.get_by_role("button", name="Sign in with Acme ID")).to_be_visible(timeout=30_000)
+        _settle(page)
+        expect(page.get_by_role("heading", name="Sign in to Meterbook")).to_be_visible()
+        page.screenshot(path=str(tmp / "sso-signed-out.png"), full_page=True)
+        names = {c["name"] for c in page.context.cookies()}
+        assert "_streamlit_user" not in names
+        browser.close()
+
+    _check_database(env["METERBOOK_DATABASE_URL"], idp.issuer)
+
+
+def _check_database(database_url: str, issuer: str) -> None:
+    from sqlalchemy import select
+
+    from engine import db
+    from engine.models import AuthSession, User
+
+    db.use_engine(db.make_engine(database_url))
+    try:
+        with db.read_session() as s:
+            user = s.scalar(select(User).where(User.email == demo.DEMO_EMAIL))
+            sessions = s.scalars(select(AuthSession).where(AuthSession.user_id == user.id)).all()
+    finally:
+        db.use_engine(None)
+    assert user.oidc_subject == f"{issuer}|{PERSON['sub']}"
+    assert len(sessions) == 1 and sessions[0].revoked_at is not None
