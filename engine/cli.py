@@ -66,6 +66,30 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_rotate_key(args) -> int:
+    from pathlib import Path
+
+    from engine import vault
+
+    new_key = None
+    if args.new_key:
+        try:
+            text = Path(args.new_key).read_text()
+        except OSError as exc:
+            raise vault.MasterKeyError(f"Cannot read {args.new_key}: {exc.strerror}.") from None
+        new_key = vault.parse_master_key(text, source=f"The key file {args.new_key}")
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r  {done}/{total} workspace data keys re-wrapped", end="", file=sys.stderr, flush=True)
+
+    rotation = vault.rotate(new_key, progress=progress)
+    print(file=sys.stderr)
+    print(rotation.describe())
+    if args.new_key and rotation.key_file is not None:
+        print(f"The key was copied with mode 0600; {args.new_key} is no longer needed and can be deleted.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Meterbook engine commands.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="prepare the database and demo data, then run the app")
     up.add_argument("--no-demo", action="store_true", help="do not create the demo workspace on first start")
     up.set_defaults(func=cmd_up)
+
+    rotate = sub.add_parser(
+        "rotate-key", help="re-wrap the workspace data keys under a new master key (safe while running)"
+    )
+    rotate.add_argument("--new-key", metavar="FILE", help="read the new master key from FILE (default: generate one)")
+    rotate.set_defaults(func=cmd_rotate_key)
 
     from engine import bench as bench_areas
 

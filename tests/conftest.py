@@ -7,6 +7,7 @@ its own SQLite file and its own PostgreSQL schema, and tables are emptied betwee
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 from sqlalchemy import text
@@ -20,6 +21,8 @@ BACKENDS = ["sqlite", "postgresql"]
 
 # Password hashing at production cost is the slowest thing in the suite; tests make many users.
 os.environ.setdefault("METERBOOK_ARGON2_PROFILE", "test")
+# Tests that store provider keys must never create or read the repository's own master key.
+os.environ.setdefault("METERBOOK_SECRET_KEY_FILE", os.path.join(tempfile.mkdtemp(prefix="meterbook-test-keys-"), "secret.key"))
 
 
 def _worker() -> str:
