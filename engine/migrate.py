@@ -27,15 +27,16 @@ def upgrade(engine: Engine | None = None) -> str:
     cfg = _config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+        command.upgrade(cfg, "heads")
     return head()
 
 
 def head() -> str:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    """The newest revision; while two lines of work have not been merged yet, both, joined by a comma."""
+    return ",".join(sorted(ScriptDirectory.from_config(_config()).get_heads()))
 
 
 def current(engine: Engine | None = None) -> str | None:
     engine = engine or db.get_engine()
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return ",".join(sorted(MigrationContext.configure(conn).get_current_heads())) or None
