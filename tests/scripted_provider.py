@@ -54,9 +54,39 @@ class ScriptedProvider:
 
 def install() -> None:
     providers.TYPES["scripted"] = "tests.scripted_provider:ScriptedProvider"
-    SCRIPT.clear()
-    CALLS.clear()
+    providers.TYPES["scripted-jobs"] = "tests.scripted_provider:ScriptedJobProvider"
+    for registry in (SCRIPT, CALLS, JOBS, CANCELLED):
+        registry.clear()
 
 
 def image(n: int = 1) -> Result:
     return Result(assets=tuple(Asset(b"\x89PNG fake image %d" % i, "image/png") for i in range(n)), usage=Usage(images=n))
+
+
+# model → the JobStatus each poll returns in turn (the last repeats); CANCELLED: job ids cancelled
+JOBS: dict[str, list] = {}
+CANCELLED: list[str] = []
+
+
+class ScriptedJobProvider(ScriptedProvider):
+    """The same, with a job queue: submit, poll through ``JOBS``, cancel."""
+
+    kinds = frozenset({"image", "video"})
+
+    def submit(self, req: Request):
+        from providers.base import Job
+
+        CALLS.append(req)
+        return Job(id=f"job-{len(CALLS)}", model=req.model)
+
+    def poll(self, job):
+        queue = JOBS[job.model]
+        return queue.pop(0) if len(queue) > 1 else queue[0]
+
+    def cancel(self, job) -> None:
+        from providers.base import BadRequest, JobStatus
+
+        if JOBS[job.model][0].state == "done":
+            raise BadRequest("the job had already completed")
+        CANCELLED.append(job.id)
+        JOBS[job.model] = [JobStatus("cancelled")]

@@ -240,3 +240,67 @@ def test_a_workspace_price_override_prices_the_call_and_its_estimate(ws):
     [row] = rows()
     assert g.cost == row.cost == Decimal("2") and row.price_source == "override"
     assert row.price_version.startswith("override #")
+
+
+def _video_route(actor) -> None:
+    with db.transaction() as s:
+        c = ProviderConnection(workspace_id=actor.workspace_id, name="studio", provider_type="scripted-jobs",
+                               price_provider="fal")
+        s.add(c)
+        s.flush()
+        s.add(RouteTarget(workspace_id=actor.workspace_id, kind="video", connection_id=c.id, model="kling-video"))
+
+
+def test_a_media_job_reports_progress_and_is_recorded_once_when_done(ws):
+    from providers.base import Asset, JobStatus
+
+    _video_route(ws)
+    done = Result(assets=(Asset(b"mp4 bytes", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
+    scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=3), JobStatus("running", logs=("50%",)),
+                                    JobStatus("done", 1.0, result=done)]
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws)
+    assert job.cancellable and job.target == "studio/kling-video"
+    assert job.poll().queue_position == 3 and rows() == []
+    assert job.poll().state == "running" and rows() == []
+    assert job.poll().state == "done" and job.result is not None
+    assert job.poll().state == "done"  # polling again records nothing more
+    [row] = rows()
+    assert row.kind == "video" and row.seconds == Decimal("5") and row.status == "ok"
+    assert len(job.result.asset_ids) == 1
+
+
+def test_a_cancelled_job_is_recorded_as_cancelled_and_costs_nothing(ws):
+    from providers.base import JobStatus
+
+    _video_route(ws)
+    scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=1)]
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws)
+    job.poll()
+    job.cancel()
+    [row] = rows()
+    assert row.status == "cancelled" and row.seconds is None and scripted.CANCELLED == ["job-1"]
+    with pytest.raises(InvalidInput):
+        job.cancel()
+
+
+def test_a_job_that_finished_first_is_kept_when_cancel_comes_too_late(ws):
+    from providers.base import Asset, JobStatus
+
+    _video_route(ws)
+    done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
+    scripted.JOBS["kling-video"] = [JobStatus("done", 1.0, result=done)]
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws)
+    with pytest.raises(InvalidInput, match="already finished"):
+        job.cancel()
+    assert [r.status for r in rows()] == ["ok"] and job.result is not None
+
+
+def test_media_without_a_job_queue_runs_in_a_thread(ws):
+    with db.transaction() as s:
+        conn = s.scalar(select(ProviderConnection).where(ProviderConnection.name == "primary"))
+        s.add(RouteTarget(workspace_id=ws.workspace_id, kind="image", connection_id=conn.id, model="gpt-image-1"))
+    scripted.SCRIPT["gpt-image-1"] = [scripted.image(1)]
+    job = generation.submit(generation.GenerationRequest(kind="image", prompt="a lighthouse"), ws)
+    assert not job.cancellable
+    g = job.wait(interval=0.01, timeout=10)
+    assert len(g.asset_ids) == 1 and [r.status for r in rows()] == ["ok"]
