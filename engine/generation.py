@@ -158,6 +158,20 @@ def _pinned(s: Session, workspace_id: int, kind: str, target: str) -> router.Tar
     return router.target_for(conn, model, route)
 
 
+def _load_routing(s: Session, workspace_id: int, req: GenerationRequest) -> router.Routing:
+    policy = router.load_policy(s, workspace_id, req.kind)
+    routed = router.load_targets(s, workspace_id, req.kind)
+    pinned = _pinned(s, workspace_id, req.kind, req.target) if req.target else None
+    if pinned is not None and not req.fallback:
+        routed = []
+    if pinned is None and not routed:
+        raise InvalidInput(f"No model is set up for {req.kind} in this workspace. Add a provider and a model "
+                           "under Providers, or choose one.")
+    targets = ([pinned] if pinned else []) + [t for t in routed if pinned is None or t.key != pinned.key]
+    return router.Routing(policy, targets, pinned, router.load_health(s, targets),
+                          pricing.price_list(s, workspace_id, {(t.price_provider, t.model) for t in targets}))
+
+
 def _plan(req: GenerationRequest, actor: Actor) -> _Plan:
     req = _validate(req)
     guards.plan.check(actor, req.kind)
@@ -171,17 +185,12 @@ def _plan(req: GenerationRequest, actor: Actor) -> _Plan:
                 raise InvalidInput(f"The project {project.name!r} is archived; choose an active one.")
         if req.request_id is not None and s.scalar(select(exists().where(LedgerEntry.request_id == req.request_id))):
             raise Conflict(f"Request {req.request_id} has already been run; start a new request to run it again.")
-        policy = router.load_policy(s, actor.workspace_id, req.kind)
-        routed = router.load_targets(s, actor.workspace_id, req.kind)
-        pinned = _pinned(s, actor.workspace_id, req.kind, req.target) if req.target else None
-        if pinned is not None and not req.fallback:
-            routed = []
-        if pinned is None and not routed:
-            raise InvalidInput(f"No model is set up for {req.kind} in this workspace. Add a provider and a model "
-                               "under Providers, or choose one.")
-        targets = ([pinned] if pinned else []) + [t for t in routed if pinned is None or t.key != pinned.key]
-        health = router.load_health(s, targets)
-        prices = pricing.price_list(s, actor.workspace_id, {(t.price_provider, t.model) for t in targets})
+        routing = router.cached_routing(
+            (actor.workspace_id, req.kind, req.target, req.fallback),
+            lambda: _load_routing(s, actor.workspace_id, req),
+        )
+    policy, targets, pinned, health, prices = (routing.policy, routing.targets, routing.pinned, routing.health,
+                                               routing.prices)
     prompt_tokens = _count(req, targets[0])
     max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS
 
@@ -313,6 +322,8 @@ class _Attempt:
             s.add(entry)
             s.flush()
             guards.budgets.settle(s, self.hold, entry.cost)
+            if status not in ("ok", "cancelled"):
+                router.forget_routing(p.actor.workspace_id)  # the next call must see this target's health
             # A stream the user stopped says nothing against the target: it was answering.
             router.record_outcome(s, t, ok=status in ("ok", "cancelled"),
                                   latency_ms=latency if status == "ok" else None, error=error, policy=p.policy)
@@ -330,6 +341,7 @@ class _Attempt:
             guards.budgets.release(self.hold)
             with db.transaction() as s:
                 router.record_outcome(s, self.target, ok=False, latency_ms=None, error=str(exc), policy=self.plan.policy)
+            router.forget_routing(self.plan.actor.workspace_id)
             return
         usage = exc.partial.usage if exc.partial is not None else Usage()
         self.record(usage, status=_status(exc), error=str(exc) or type(exc).__name__)
@@ -374,7 +386,7 @@ def generate(req: GenerationRequest, actor: Actor) -> Generation:
         a = _begin(plan, target, number)
         try:
             result = a.provider.generate(
-                _provider_request(plan.req, target.model, plan.max_tokens, plan.request_id))
+                _provider_request(plan.req, a.target.model, plan.max_tokens, plan.request_id))
         except ProviderError as exc:
             a.failed(exc)
             raise
@@ -411,7 +423,7 @@ class GenerationStream:
             a = _begin(plan, target, number)
             try:
                 items = a.provider.stream(
-                    _provider_request(plan.req, target.model, plan.max_tokens, plan.request_id))
+                    _provider_request(plan.req, a.target.model, plan.max_tokens, plan.request_id))
                 first = next(items)
             except StopIteration:
                 a.failed(TruncatedStream(f"{target.label} ended the stream before sending anything"))

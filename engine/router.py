@@ -145,6 +145,41 @@ def load_health(session: Session, targets: Iterable[Target]) -> dict[tuple[int, 
     }
 
 
+@dataclass(frozen=True)
+class Routing:
+    """Everything a call's plan reads about a workspace's routes: a second's worth can be reused."""
+
+    policy: Policy
+    targets: list[Target]  # a pinned target first, then the route's
+    pinned: Target | None
+    health: dict[tuple[int, str], HealthView]
+    prices: object  # engine.pricing.PriceList, typed loosely: pricing sits beside, not below, the router
+
+
+ROUTING_TTL = 1.0  # seconds; edits made through routes/connections in this process clear it at once
+_routings: dict[tuple, tuple[float, Routing]] = {}
+_routings_lock = threading.Lock()
+
+
+def cached_routing(key: tuple, load: Callable[[], Routing]) -> Routing:
+    """``load()`` at most once a second per key (workspace id first), so the hot path skips four queries."""
+    now = time.monotonic()
+    hit = _routings.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    routing = load()
+    with _routings_lock:
+        _routings[key] = (now + ROUTING_TTL, routing)
+    return routing
+
+
+def forget_routing(workspace_id: int | None = None) -> None:
+    """Drop what this process remembers of a workspace's routes (all workspaces when None)."""
+    with _routings_lock:
+        for key in [k for k in _routings if workspace_id is None or k[0] == workspace_id]:
+            _routings.pop(key, None)
+
+
 def order(
     targets: list[Target],
     policy: Policy,

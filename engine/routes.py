@@ -16,7 +16,7 @@ from engine import audit, db
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import ProviderConnection, RoutePolicy, RouteTarget, TargetHealth
 from engine.permissions import Actor, authorize
-from engine.router import STRATEGIES, Policy
+from engine.router import STRATEGIES, Policy, forget_routing
 from providers.base import KINDS
 
 
@@ -116,6 +116,7 @@ def set_policy(actor: Actor, kind: str, *, strategy: str, max_attempts, retries_
             s.add(policy)
         policy.strategy, policy.max_attempts, policy.retries_per_target = strategy, attempts, retries
         s.flush()
+        forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "route.policy_set", "route_policy", policy.id, kind=kind, strategy=strategy,
                          max_attempts=attempts, retries_per_target=retries)
 
@@ -155,6 +156,7 @@ def add_target(actor: Actor, kind: str, *, connection_id: int, model: str, conte
                         model=model, context_window=window, rpm_limit=rpm, tpm_limit=tpm)
         s.add(t)
         s.flush()
+        forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "route.target_added", "route_target", t.id, kind=kind, target=f"{c.name}/{model}")
         return t.id
 
@@ -167,6 +169,7 @@ def update_target(actor: Actor, target_id: int, *, context_window=None, rpm_limi
         authorize(s, actor, "route.write")
         t = _target(s, actor, target_id)
         t.context_window, t.rpm_limit, t.tpm_limit, t.enabled = window, rpm, tpm, bool(enabled)
+        forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "route.target_updated", "route_target", t.id, enabled=bool(enabled))
 
 
@@ -183,6 +186,7 @@ def move_target(actor: Actor, target_id: int, step: int) -> None:
         ordered.insert(j, ordered.pop(i))
         for position, target in enumerate(ordered, start=1):
             target.position = position
+        forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "route.target_moved", "route_target", t.id, position=j + 1)
 
 
@@ -190,6 +194,7 @@ def remove_target(actor: Actor, target_id: int) -> None:
     with db.transaction() as s:
         authorize(s, actor, "route.write")
         t = _target(s, actor, target_id)
+        forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "route.target_removed", "route_target", t.id, kind=t.kind, model=t.model)
         s.delete(t)
 

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from engine import db, migrate
+from engine import db, migrate, router
 from engine.models import Base
 
 POSTGRES_URL = os.environ.get("METERBOOK_TEST_POSTGRES_URL")
@@ -84,6 +84,7 @@ def database(request, _engines, tmp_path_factory):
     """A migrated, empty database that the engine's services use for this test."""
     engine = _engine_for(request.param, _engines, tmp_path_factory)
     db.use_engine(engine)
+    router.forget_routing()  # ids start again in each test: nothing remembered may carry over
     yield engine
     db.use_engine(None)
     empty_tables(engine)
@@ -94,6 +95,7 @@ def sqlite_database(_engines, tmp_path_factory):
     """SQLite only: for page tests and anything backend-neutral that would just run twice."""
     engine = _engine_for("sqlite", _engines, tmp_path_factory)
     db.use_engine(engine)
+    router.forget_routing()
     yield engine
     db.use_engine(None)
     empty_tables(engine)
