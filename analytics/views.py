@@ -1,0 +1,244 @@
+"""The views a workspace's DuckDB connection shows, and the SQL that builds the warehouse's rollups.
+
+Kept apart from ``analytics.warehouse`` (which exports the ledger and reads the system of record)
+so that the SQL sandbox's worker process can build the same views while importing no more than
+DuckDB and Arrow: a worker starts the faster for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+# Integer columns that are neither ids nor amounts to add up.
+NOT_SUMMED = {"attempt"}
+TIMING_COLUMNS = {"latency_ms", "ttft_ms"}  # summed and counted, for averages
+ROLLUP_KEYS = ("workspace_id", "provider", "model", "project_id", "user_id", "kind", "status", "tags")
+# Percentiles cannot be summed, but histograms can: latency_ms is counted per UTC day, rollup key
+# and logarithmic bucket, each bucket 2% wider than the one below, so a percentile read from the
+# buckets (``LATENCY_VALUE_SQL``) is within 1% of the exact one.
+LATENCY_GAMMA = 1.02
+LATENCY_BUCKET_SQL = f"CAST(round(ln(greatest(latency_ms, 1)) / ln({LATENCY_GAMMA})) AS INTEGER)"
+LATENCY_VALUE_SQL = f"exp(latency_bucket * ln({LATENCY_GAMMA}))"  # a bucket's middle, in ms
+
+
+@dataclass(frozen=True)
+class Column:
+    """How one ledger column travels: raw from the database, stored in Parquet, shown in ``ledger``."""
+
+    name: str
+    kind: str  # exact | time | list | json | bool | int | text
+    places: int = 0
+
+    @property
+    def stored_type(self) -> str:
+        return {
+            "exact": f"DECIMAL(18,{self.places})",  # int64 in Parquet: fast scans, exact sums
+            "time": "TIMESTAMP", "list": "VARCHAR[]", "json": "VARCHAR", "bool": "BOOLEAN",
+            "int": "BIGINT", "text": "VARCHAR",
+        }[self.kind]
+
+    @property
+    def view_type(self) -> str:
+        return f"DECIMAL(38,{self.places})" if self.kind == "exact" else self.stored_type
+
+    def raw_sql(self, dialect: str, quote) -> str:
+        """The column as the database hands it over cheaply: money as an integer count, time as text."""
+        q = quote(self.name)
+        if dialect == "sqlite":
+            return q  # Money/ExactDecimal are already integer counts; datetimes ISO text
+        if self.kind == "exact":
+            return f"({q} * {10 ** self.places})::bigint AS {q}"
+        if self.kind == "time":
+            return f"to_char({q} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS {q}"
+        if self.kind in ("list", "json"):
+            return f"{q}::text AS {q}"
+        if self.kind == "bool":
+            return f"{q}::int AS {q}"
+        return q
+
+    def convert_sql(self) -> str:
+        """DuckDB: raw value to the stored type, exactly."""
+        q = f'"{self.name}"'
+        if self.kind == "exact":
+            if not self.places:
+                return f"CAST({q} AS DECIMAL(18,0))"
+            unit = f"CAST('0.{'0' * (self.places - 1)}1' AS DECIMAL({self.places + 1},{self.places}))"
+            return f"CAST(CAST({q} AS DECIMAL(27,0)) * {unit} AS {self.stored_type})"
+        if self.kind == "list":
+            return f"CAST(from_json({q}, '[\"VARCHAR\"]') AS VARCHAR[])"
+        return f"CAST({q} AS {self.stored_type})"
+
+
+def measures(columns: list[Column]) -> list[tuple[str, str, str]]:
+    """The rollup's summed columns: (output name, aggregate over ledger rows, aggregate over rollups)."""
+    out = [("calls", "count(*)", "sum(calls)")]
+    for c in columns:
+        q = f'"{c.name}"'
+        if c.kind == "exact":
+            out.append((c.name, f"sum({q})", f"sum({q})"))
+        elif c.kind == "int" and c.name in TIMING_COLUMNS:
+            out.append((f"{c.name}_sum", f"sum({q})", f'sum("{c.name}_sum")'))
+            out.append((f"{c.name}_count", f"count({q})", f'sum("{c.name}_count")'))
+        elif c.kind == "int" and c.name != "id" and not c.name.endswith("_id") and c.name not in NOT_SUMMED:
+            out.append((c.name, f"sum({q})", f"sum({q})"))
+        elif c.kind == "bool":
+            out.append((f"{c.name}_calls", f"count_if({q})", f'sum("{c.name}_calls")'))
+    return out
+
+
+def rollup_types(columns: list[Column]) -> dict[str, str]:
+    """DuckDB type of each rollup column (sums of DECIMAL(18,p) are DECIMAL(38,p); of BIGINT, HUGEINT)."""
+    by_name = {c.name: c for c in columns}
+    types = {"hour": "TIMESTAMP", **{k: by_name[k].view_type for k in ROLLUP_KEYS if k in by_name}}
+    for name, _, _ in measures(columns):
+        base = by_name.get(name)
+        types[name] = base.view_type if base is not None and base.kind == "exact" else "BIGINT"
+    return types
+
+
+def rollup_sql(source: str, columns: list[Column]) -> str:
+    """``source``'s rows summed by UTC hour and ``ROLLUP_KEYS``: the hourly rollup."""
+    present = {c.name for c in columns}
+    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in present)
+    aggs = ", ".join(f'{agg} AS "{name}"' for name, agg, _ in measures(columns))
+    return f"SELECT date_trunc('hour', created_at) AS hour, {keys}, {aggs} FROM {source} GROUP BY ALL"
+
+
+def latency_sql(source: str, columns: list[Column]) -> str:
+    """``source``'s latencies counted by UTC day, ``ROLLUP_KEYS`` and bucket: the latency histogram."""
+    present = {c.name for c in columns}
+    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in present)
+    return (f"SELECT CAST(created_at AS DATE) AS day, {keys}, {LATENCY_BUCKET_SQL} AS latency_bucket, "
+            f"count(*) AS calls FROM {source} WHERE latency_ms IS NOT NULL GROUP BY ALL")
+
+
+def file_list(paths: list[Path] | list[str]) -> str:
+    return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
+
+
+def rollup_files_sql(files: list, known: set[str], columns: list[Column]) -> str:
+    """The rollup files as one relation with today's rollup columns (NULL where a file predates one)."""
+    types = rollup_types(columns)
+    if not files:
+        return "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in types.items()) + " LIMIT 0"
+    have = set(rollup_types([c for c in columns if c.name in known]))
+    cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in types)
+    return f"SELECT {cols} FROM read_parquet({file_list(files)}, union_by_name=true)"
+
+
+def latency_files_sql(files: list, columns: list[Column]) -> str:
+    """The latency histogram files as one relation."""
+    present = {c.name for c in columns}
+    names = ["day", *(k for k in ROLLUP_KEYS if k in present), "latency_bucket", "calls"]
+    if not files:
+        types = {"day": "DATE", **rollup_types(columns), "latency_bucket": "INTEGER", "calls": "BIGINT"}
+        return "SELECT " + ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in names) + " LIMIT 0"
+    quoted = ", ".join(f'"{n}"' for n in names)
+    return f"SELECT {quoted} FROM read_parquet({file_list(files)}, union_by_name=true)"
+
+
+@dataclass(frozen=True)
+class Exported:
+    """The exported rows' rollups, summed across files and kept in memory between connections."""
+
+    hourly: pa.Table
+    daily: pa.Table
+    latency: pa.Table
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one workspace's views are made of; plain data, so it can be sent to a sandbox process."""
+
+    workspace_id: int
+    directories: tuple[str, ...]  # the directories holding this workspace's files (and no other's)
+    files: tuple[str, ...]  # absolute paths of its exported ledger files, as of the manifest read
+    rollup_files: tuple[str, ...]  # and of their hourly rollups
+    latency_files: tuple[str, ...]  # and of their latency histograms
+    file_columns: tuple[str, ...]  # ledger columns present in at least one of the files
+    tail: pa.Table  # rows above the watermark, in the stored types
+    projects: pa.Table
+    clients: pa.Table
+    users: pa.Table
+    columns: tuple[Column, ...]  # the ledger's columns when the snapshot was taken
+    taken_at: float
+
+
+def _shown(c: Column) -> str:
+    # Cast only what changes type: a cast on, say, created_at would keep DuckDB from pushing a
+    # filter on it into the Parquet scan, and so from skipping row groups outside the period.
+    return f'CAST("{c.name}" AS {c.view_type}) AS "{c.name}"' if c.view_type != c.stored_type else f'"{c.name}"'
+
+
+def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | None = None) -> None:
+    """Create the workspace's views on ``con``.
+
+    * ``ledger``: every ``usage_ledger`` column under its own name; money and other exact amounts
+      as DECIMAL(38,places), ``created_at`` as a UTC TIMESTAMP, ``tags`` as VARCHAR[] (a list),
+      other JSON columns as JSON text.
+    * ``ledger_hourly`` (``hour``, a UTC TIMESTAMP) and ``ledger_daily`` (``day``, a UTC DATE):
+      the ledger summed by ``ROLLUP_KEYS``: ``calls``, each usage count and money column,
+      ``latency_ms_sum``/``latency_ms_count`` (and ``ttft_ms_…``), ``priced_calls``. A key can
+      have more than one row (exported and not yet exported rows), so always aggregate them.
+    * ``ledger_latency_daily``: how many calls (``calls``) had a ``latency_ms`` in each logarithmic
+      ``latency_bucket``, by UTC ``day`` and ``ROLLUP_KEYS``; ``LATENCY_VALUE_SQL`` turns a bucket
+      back into milliseconds (within 1%), so percentiles over any days need no raw rows.
+    * ``projects(id, name, client_id, archived)``, ``clients(id, name)``, ``users(id, name, email)``.
+
+    ``exported``: the exported rows' hourly and daily rollups already in memory (``connect`` keeps
+    them between calls); without them the rollup views read the rollup files.
+    """
+    columns = list(snap.columns)
+    known = set(snap.file_columns)
+    for name, table in (("_tail", snap.tail), ("_projects", snap.projects), ("_clients", snap.clients),
+                        ("_users", snap.users)):
+        con.register(name, table)
+    types = rollup_types(columns)
+    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
+    sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
+    if exported is not None:
+        con.register("_hourly", exported.hourly)
+        con.register("_daily", exported.daily)
+        con.register("_latency", exported.latency)
+    else:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _daily AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "
+                    "FROM _hourly GROUP BY ALL")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _latency AS {latency_files_sql(list(snap.latency_files), columns)}")
+    tail_cols = ", ".join(_shown(c) for c in columns)
+    ledger = f"SELECT {tail_cols} FROM _tail"
+    if snap.files:
+        file_cols = ", ".join(_shown(c) if c.name in known else f'CAST(NULL AS {c.view_type}) AS "{c.name}"'
+                              for c in columns)
+        # Newest files first: a "latest rows" query then fills its top-N from the first row groups it
+        # reads, and the scan skips older row groups by their min/max created_at.
+        newest_first = list(reversed(snap.files))
+        ledger = f"SELECT {file_cols} FROM read_parquet({file_list(newest_first)}, union_by_name=true) UNION ALL {ledger}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger AS {ledger}")
+    names = ", ".join(f'"{n}"' for n in types if n != "hour")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _tail_hourly AS {rollup_sql('_tail', columns)}")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_hourly AS SELECT hour, {names} FROM _hourly "
+                f"UNION ALL SELECT hour, {names} FROM _tail_hourly")
+    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_daily AS SELECT day, {names} FROM _daily "
+                f"UNION ALL SELECT CAST(hour AS DATE) AS day, {names} FROM _tail_hourly")
+    latency_names = ", ".join(f'"{k}"' for k in ["day", *(k for k in ROLLUP_KEYS if k in types), "latency_bucket", "calls"])
+    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_latency_daily AS SELECT {latency_names} FROM _latency "
+                f"UNION ALL SELECT {latency_names} FROM ({latency_sql('_tail', columns)})")
+    con.execute("CREATE OR REPLACE TEMP VIEW projects AS SELECT id, name, client_id, archived FROM _projects")
+    con.execute("CREATE OR REPLACE TEMP VIEW clients AS SELECT id, name FROM _clients")
+    con.execute("CREATE OR REPLACE TEMP VIEW users AS SELECT id, name, email FROM _users")
+
+
+def latency_percentiles_sql(histogram: str, quantiles: tuple[float, ...] = (0.5, 0.95)) -> str:
+    """SQL for latency percentiles (ms, within 1%) over ``histogram``: any relation with
+    ``latency_bucket`` and ``calls`` columns, such as a filtered ``ledger_latency_daily``."""
+    picks = ", ".join(
+        f"exp(min(latency_bucket) FILTER (WHERE running >= {float(q)!r} * total) * ln({LATENCY_GAMMA})) AS p{round(q * 100)}"
+        for q in quantiles
+    )
+    return (f"SELECT {picks} FROM (SELECT latency_bucket, sum(n) OVER (ORDER BY latency_bucket) AS running, "
+            f"sum(n) OVER () AS total FROM (SELECT latency_bucket, sum(calls) AS n FROM {histogram} GROUP BY 1))")
