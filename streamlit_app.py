@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import accounts
+from engine import accounts, alerts
 from engine.permissions import Actor
 from pages import _common as ui
 
@@ -57,15 +57,44 @@ if not access:
 else:
     pages = {
         "": [st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True)],
+        "Generate": [
+            st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+            st.Page("pages/chat.py", title="Chat", icon=":material/forum:"),
+            st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+            st.Page("pages/batch.py", title="Batch", icon=":material/table_rows:"),
+            st.Page("pages/assets.py", title="Assets", icon=":material/photo_library:"),
+        ],
+        "Analytics": [
+            st.Page("pages/cost_usage.py", title="Cost & Usage", icon=":material/monitoring:"),
+            st.Page("pages/notebooks.py", title="Notebooks", icon=":material/menu_book:"),
+        ],
+        "Spend control": [
+            st.Page("pages/budgets.py", title="Budgets & Alerts", icon=":material/savings:"),
+        ],
         "Workspace": [
             st.Page("pages/projects.py", title="Projects", icon=":material/folder:"),
             st.Page("pages/clients.py", title="Clients", icon=":material/business:"),
+            st.Page("pages/providers.py", title="Providers", icon=":material/hub:"),
             st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
         ],
     }
 
+page = st.navigation(pages)
+
+
+@st.fragment(run_every=60)
+def alert_badge(actor: Actor) -> None:
+    """The alerts that want attention, kept fresh every minute, as a link to the page that lists them."""
+    count = alerts.open_count(actor)
+    if count:
+        st.page_link("pages/budgets.py", label=f"{count} alert{'s' if count != 1 else ''} to review",
+                     icon=":material/notifications_active:")
+
+
 with st.sidebar:
+    if access:
+        alert_badge(st.session_state["actor"])
     if st.button("Sign out", icon=":material/logout:", key="sign_out"):
         ui.sign_out()
 
-st.navigation(pages).run()
+page.run()

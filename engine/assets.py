@@ -11,11 +11,15 @@ import mimetypes
 import os
 from pathlib import Path
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from engine import db
 from engine.config import get_settings
 from engine.dbtypes import utcnow
-from engine.models import Asset
+from engine.errors import InvalidInput, NotFound
+from engine.models import Asset, LedgerEntry
+from engine.permissions import Actor, authorize
 
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "audio/mpeg": ".mp3",
               "audio/wav": ".wav", "video/mp4": ".mp4", "text/plain": ".txt"}
@@ -57,3 +61,24 @@ def save(session: Session, *, workspace_id: int, data: bytes, mime: str, kind: s
     session.add(asset)
     session.flush()
     return asset
+
+
+def save_text(actor: Actor, ledger_id: int, text: str, prompt: str | None) -> int:
+    """Keep a text answer as an asset of the call that made it (media calls save theirs themselves).
+
+    Saving the same call again returns the asset already saved.
+    """
+    with db.transaction() as s:
+        authorize(s, actor, "generate")
+        entry = s.get(LedgerEntry, ledger_id)
+        if entry is None or entry.workspace_id != actor.workspace_id or entry.user_id != actor.user_id:
+            raise NotFound("That call is not one of yours in this workspace.")
+        if entry.kind != "text" or entry.status != "ok" or not text:
+            raise InvalidInput("Only a finished text answer can be saved as a text asset.")
+        existing = s.scalar(select(Asset.id).where(Asset.workspace_id == actor.workspace_id,
+                                                   Asset.ledger_id == ledger_id))
+        if existing is not None:
+            return existing
+        return save(s, workspace_id=actor.workspace_id, data=text.encode(), mime="text/plain", kind="text",
+                    provider=entry.provider, model=entry.model, prompt=prompt, ledger_id=ledger_id,
+                    project_id=entry.project_id, user_id=actor.user_id).id

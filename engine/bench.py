@@ -27,7 +27,9 @@ from engine import db
 
 AREAS = {
     "demo-data": "engine.bench_demo",
+    "analytics": "engine.bench_analytics",
     "router": "engine.bench_router",
+    "budgets": "engine.bench_budgets",
 }
 
 

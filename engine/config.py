@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None  # a local wire-compatible server in tests
 
+    ollama_url: str = "http://127.0.0.1:11434"  # where a local Ollama is looked for (offered when it answers)
+
     session_days: int = 14
     login_max_failures: int = 5
     login_lockout_minutes: int = 15

@@ -21,12 +21,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import providers
-from engine import audit, db, redaction, vault
+from engine import audit, db, redaction, router, vault
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import ProviderConnection, RouteTarget
 from engine.permissions import Actor, authorize
-from providers.base import Config
+from providers.base import Config, ModelInfo, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ def update_connection(
             s.flush()
         except IntegrityError:
             raise Conflict(f"This workspace already has a connection named {new_name!r}; choose another name.") from None
+        router.forget_routing(actor.workspace_id)  # calls must see the new key, URL or state at once
         audit.record_for(s, actor, "provider.updated", "provider_connection", c.id, name=c.name, changed=changed,
                          key=c.secret_hint if "key" in changed else None)
         return _view(c)
@@ -343,6 +344,7 @@ def delete_connection(actor: Actor, connection_id: int, *, remove_from_routes: b
         name = c.name
         s.execute(RouteTarget.__table__.delete().where(RouteTarget.connection_id == c.id))
         s.delete(c)
+        router.forget_routing(actor.workspace_id)
         audit.record_for(s, actor, "provider.deleted", "provider_connection", connection_id, name=name,
                          route_targets_removed=targets)
     return Deleted(name, targets)
@@ -377,3 +379,16 @@ def test_connection(actor: Actor, connection_id: int) -> ConnectionCheck:
 
 
 test_connection.__test__ = False  # a service, not a pytest test, wherever it is imported
+
+
+def list_models(actor: Actor, connection_id: int) -> list[ModelInfo]:
+    """The models the connection offers, for the model picker: a vendor's own list, or what a
+    compatible server answers at GET /models. Any other model id can still be routed by hand."""
+    with db.read_session() as s:
+        authorize(s, actor, "provider.read")
+        view, config = provider_config(s, actor.workspace_id, connection_id)
+    try:
+        return providers.build(view.provider_type, config, name=view.name).models()
+    except (ProviderError, ValueError) as exc:
+        detail = str(exc).replace(config.api_key, redaction.REDACTED) if config.api_key else str(exc)
+        raise InvalidInput(f"Could not list the models of {view.name!r}: {redaction.redact(detail)}") from None

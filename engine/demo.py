@@ -25,6 +25,7 @@ from sqlalchemy import delete, select
 
 from engine import accounts, db, demo_ledger
 from engine import clients as client_service
+from engine import notebooks as notebook_service
 from engine import projects as project_service
 from engine.dbtypes import MONEY_PLACES, utcnow
 from engine.errors import Conflict, InvalidInput
@@ -129,6 +130,7 @@ def seed(
         ledger.check_prices()
         _backdate(workspace_id, user_ids, now - timedelta(days=days) - HISTORY_LEAD)
         insert_ledger(ledger, progress)
+        notebook_service.install_starters(Actor(user_ids[0], workspace_id), shared=True)
     except BaseException:
         _remove(made)
         raise

@@ -22,14 +22,15 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
-from engine import assets, db, guards, pricing, router, tokens
+from engine import assets, budgets, db, guards, pricing, router, tokens
+from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry, Project, ProviderConnection, RouteTarget
 from engine.permissions import Actor, authorize
@@ -208,6 +209,16 @@ def _count(req: GenerationRequest, target: router.Target) -> tokens.TokenCount:
     return tokens.count_request(_provider_request(req, target.model, DEFAULT_MAX_TOKENS, ""), target.price_provider)
 
 
+APPROXIMATE_MARGIN = Decimal("1.25")  # vendors' own tokenizers can count a prompt well above OpenAI's
+
+
+def _reserved_tokens(count: tokens.TokenCount) -> int:
+    """Prompt tokens to hold against budgets: the count itself only when it is the vendor's own."""
+    if count.exact:
+        return count.tokens
+    return int((count.tokens * APPROXIMATE_MARGIN).to_integral_value(rounding=ROUND_CEILING)) + 16
+
+
 def _worst_case(req: GenerationRequest, prompt_tokens: int, max_tokens: int) -> Usage:
     if req.kind == "text":
         return Usage(input_tokens=prompt_tokens, output_tokens=max_tokens)
@@ -275,6 +286,16 @@ def _reached_provider(exc: ProviderError) -> bool:
     return not (isinstance(exc, Unavailable) and exc.status is None)
 
 
+_INSERT_LEDGER = insert(LedgerEntry.__table__).returning(LedgerEntry.__table__.c.id)
+_LEDGER_DEFAULTS = {f"cost_{c}": None for c in pricing.COMPONENTS}
+
+
+class _Recorded(NamedTuple):
+    id: int
+    cost: Decimal | None
+    latency_ms: int
+
+
 @dataclass
 class _Attempt:
     plan: _Plan
@@ -297,7 +318,7 @@ class _Attempt:
         return int((time.perf_counter() - self.started) * 1000)
 
     def record(self, usage: Usage, *, status: str, error: str | None, extra_tags: tuple[str, ...] = (),
-               result: Result | None = None) -> tuple[LedgerEntry, Price | None, tuple[int, ...]]:
+               result: Result | None = None) -> tuple[_Recorded, Price | None, tuple[int, ...]]:
         """Price the usage, then write the ledger row, settle the hold and update health, all at once."""
         p, t = self.plan, self.target
         latency = self.elapsed_ms()
@@ -305,23 +326,26 @@ class _Attempt:
             price = p.prices.price(t.price_provider, t.model, usage)
         except UnpricedModel:
             price = None
+        cost = price.total if price else None
+        row = {
+            **_LEDGER_DEFAULTS,
+            "workspace_id": p.actor.workspace_id, "user_id": p.actor.user_id, "api_key_id": p.req.api_key_id,
+            "project_id": p.req.project_id, "workflow_run_id": p.req.workflow_run_id,
+            "notebook_id": p.req.notebook_id, "report_id": p.req.report_id, "tags": list(p.req.tags + extra_tags),
+            "provider": t.price_provider, "model": t.model, "kind": p.req.kind, "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens, "cached_input_tokens": usage.cached_input_tokens,
+            "cache_write_tokens": usage.cache_write_tokens, "images": usage.images, "characters": usage.characters,
+            "seconds": usage.seconds or None, "estimated_cost": self.estimated, "cost": cost, "latency_ms": latency,
+            "ttft_ms": self.ttft_ms, "status": status, "error": error, "request_id": p.request_id,
+            "attempt": self.number, "connection_id": t.connection_id, "priced": price is not None,
+            "price_source": price.source if price else None, "price_version": price.version if price else None,
+            "created_at": utcnow(),
+            **({f"cost_{c}": v for c, v in price.components().items()} if price else {}),
+        }
         with db.transaction() as s:
-            entry = LedgerEntry(
-                workspace_id=p.actor.workspace_id, user_id=p.actor.user_id, api_key_id=p.req.api_key_id,
-                project_id=p.req.project_id, workflow_run_id=p.req.workflow_run_id, notebook_id=p.req.notebook_id,
-                report_id=p.req.report_id, tags=list(p.req.tags + extra_tags), provider=t.price_provider,
-                model=t.model, kind=p.req.kind, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                cached_input_tokens=usage.cached_input_tokens, cache_write_tokens=usage.cache_write_tokens,
-                images=usage.images, characters=usage.characters, seconds=usage.seconds or None,
-                estimated_cost=self.estimated, cost=price.total if price else None, latency_ms=latency,
-                ttft_ms=self.ttft_ms, status=status, error=error, request_id=p.request_id, attempt=self.number,
-                connection_id=t.connection_id, priced=price is not None,
-                price_source=price.source if price else None, price_version=price.version if price else None,
-                **({f"cost_{c}": v for c, v in price.components().items()} if price else {}),
-            )
-            s.add(entry)
-            s.flush()
-            guards.budgets.settle(s, self.hold, entry.cost)
+            # Core, not the ORM's unit of work: this insert is on every call's path.
+            ledger_id = s.execute(_INSERT_LEDGER, row).scalar_one()
+            guards.budgets.settle(s, self.hold, cost)
             if status not in ("ok", "cancelled"):
                 router.forget_routing(p.actor.workspace_id)  # the next call must see this target's health
             # A stream the user stopped says nothing against the target: it was answering.
@@ -330,10 +354,10 @@ class _Attempt:
             saved = tuple(
                 assets.save(s, workspace_id=p.actor.workspace_id, data=a.data, mime=a.mime, kind=p.req.kind,
                             provider=t.price_provider, model=t.model, prompt=p.req.prompt or None,
-                            ledger_id=entry.id, project_id=p.req.project_id, user_id=p.actor.user_id).id
+                            ledger_id=ledger_id, project_id=p.req.project_id, user_id=p.actor.user_id).id
                 for a in (result.assets if result else ())
             )
-        return entry, price, saved
+        return _Recorded(ledger_id, cost, latency), price, saved
 
     def failed(self, exc: ProviderError) -> None:
         """Record a failed attempt (with what it used, if the vendor billed part of it), then re-raise."""
@@ -366,13 +390,28 @@ class _Attempt:
         )
 
 
-def _begin(plan: _Plan, target: router.Target, number: int) -> _Attempt:
-    estimated = _estimate_price(plan.prices, target, plan.req, plan.prompt_tokens.tokens, plan.max_tokens)
+def _begin(plan: _Plan, target: router.Target, number: int, *, downgraded: bool = False) -> _Attempt:
+    estimated = _estimate_price(plan.prices, target, plan.req, _reserved_tokens(plan.prompt_tokens), plan.max_tokens)
     attempt = _Attempt(plan, target, number, hold=None, estimated=estimated,
                        provider=_provider(plan.actor.workspace_id, target))
-    attempt.hold = guards.budgets.reserve(attempt.ctx, estimated)
+    try:
+        attempt.hold = guards.budgets.reserve(attempt.ctx, estimated)
+    except budgets.Downgrade as d:
+        if downgraded:  # budgets that send calls round in a circle: refuse rather than loop
+            raise budgets.BudgetExceeded(f"{d} That model is at a budget's limit too, so the call was not made.",
+                                         d.budget_id) from None
+        cheaper_plan, cheaper = _downgrade(plan, d.target)
+        return _begin(cheaper_plan, cheaper, number, downgraded=True)
     attempt.started = time.perf_counter()  # latency is the vendor's time, not our set-up
     return attempt
+
+
+def _downgrade(plan: _Plan, target: str) -> tuple[_Plan, router.Target]:
+    """The plan and target for an attempt that a budget at its limit switches to a cheaper model."""
+    with db.read_session() as s:
+        cheaper = _pinned(s, plan.actor.workspace_id, plan.req.kind, target)
+        prices = pricing.price_list(s, plan.actor.workspace_id, {(cheaper.price_provider, cheaper.model)})
+    return replace(plan, prices=prices), cheaper
 
 
 # --- the public calls -----------------------------------------------------------------------
@@ -505,17 +544,34 @@ class MediaJob:
 
     On a vendor with a job queue (``JobProvider``) the job is submitted, polled and cancellable;
     elsewhere the call runs in a thread and can only be waited for. Either way it is recorded
-    once, when it ends: done, failed, or cancelled before it was billed.
+    once, when it ends: done, failed, or cancelled before it was billed. ``watch`` keeps polling
+    from a thread of this process, so a job whose page was closed is still recorded.
     """
+
+    TERMINAL = ("done", "failed", "cancelled")
 
     def __init__(self, attempt: _Attempt, job: Job | None = None, runner: threading.Thread | None = None):
         self._attempt = attempt
         self._job = job
         self._runner = runner
         self._outcome: Result | ProviderError | None = None
+        self._lock = threading.RLock()  # the page and the watcher may poll at once
+        self._last: JobStatus | None = None
+        self._polled_at = time.monotonic()
         self.result: Generation | None = None
         self.error: str | None = None
         self.state: str = "queued" if job else "running"
+
+    def watch(self, every: float, idle: float) -> None:
+        """Poll from a thread whenever nobody else has for ``idle`` seconds, until the job ends."""
+
+        def run() -> None:
+            while self.state not in self.TERMINAL:
+                time.sleep(every)
+                if time.monotonic() - self._polled_at >= idle:
+                    self.poll()
+
+        threading.Thread(target=run, name=f"watch-{self._attempt.plan.request_id}", daemon=True).start()
 
     @property
     def cancellable(self) -> bool:
@@ -526,7 +582,13 @@ class MediaJob:
         return self._attempt.target.label
 
     def poll(self) -> JobStatus:
-        if self.state in ("done", "failed", "cancelled"):
+        with self._lock:
+            self._polled_at = time.monotonic()
+            self._last = self._poll()
+            return self._last
+
+    def _poll(self) -> JobStatus:
+        if self.state in self.TERMINAL:
             return JobStatus(self.state, 1.0 if self.state == "done" else None, error=self.error)
         if self._job is not None:
             try:
@@ -556,6 +618,10 @@ class MediaJob:
 
     def cancel(self) -> None:
         """Cancel a queued or running job; a job the vendor already finished is kept and billed."""
+        with self._lock:
+            self._cancel()
+
+    def _cancel(self) -> None:
         if not self.cancellable:
             raise InvalidInput("This job can no longer be cancelled.")
         try:
@@ -578,8 +644,13 @@ class MediaJob:
         return self.result
 
 
-def submit(req: GenerationRequest, actor: Actor) -> MediaJob:
-    """Start an image or video call and return at once; falls back between targets while submitting."""
+def submit(req: GenerationRequest, actor: Actor, *, watch_every: float | None = 2.0,
+           watch_idle: float = 30.0) -> MediaJob:
+    """Start an image or video call and return at once; falls back between targets while submitting.
+
+    Unless ``watch_every`` is None, a thread takes over polling whenever the caller has not polled
+    for ``watch_idle`` seconds (the page was closed), so the job is recorded when it ends.
+    """
     if req.kind not in ("image", "video"):
         raise InvalidInput("Only image and video calls run as jobs; use generate() or stream() for the rest.")
     plan = _plan(req, actor)
@@ -608,4 +679,7 @@ def submit(req: GenerationRequest, actor: Actor) -> MediaJob:
         job._runner.start()
         return job
 
-    return router.Router(plan.policy, plan.health).run(plan.targets, attempt)
+    job = router.Router(plan.policy, plan.health).run(plan.targets, attempt)
+    if watch_every is not None:
+        job.watch(watch_every, watch_idle)
+    return job

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from sqlalchemy.sql.expression import false as sa_false
 from sqlalchemy.sql.expression import true as sa_true
 
 from engine.dbtypes import ExactDecimal, Money, UTCDateTime, utcnow
@@ -372,3 +373,268 @@ class Asset(Base):
     model: Mapped[str] = mapped_column(String(200))
     prompt: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The library's own fields (engine.asset_library): what people call it, how they find it again.
+    title: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    favourite: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
+    archived_at: Mapped[datetime | None]
+
+
+class Notebook(Base):
+    """An analysis notebook: an ordered list of cells, private to its owner unless shared with the workspace."""
+
+    __tablename__ = "notebooks"
+    __table_args__ = (Index("ix_notebooks_workspace_updated", "workspace_id", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    shared: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class NotebookCell(Base):
+    """One cell and its last result: a SQL cell's rows as Parquet, a chart's options, a note's Markdown."""
+
+    __tablename__ = "notebook_cells"
+    __table_args__ = (Index("ix_notebook_cells_notebook_position", "notebook_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    notebook_id: Mapped[int] = mapped_column(ForeignKey("notebooks.id", ondelete="CASCADE"))
+    position: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # markdown, sql, chart
+    source: Mapped[str] = mapped_column(Text, default="")
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)  # Parquet, capped in engine.notebooks
+    result_rows: Mapped[int | None]
+    result_truncated: Mapped[bool] = mapped_column(default=False)
+    result_ms: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    ran_at: Mapped[datetime | None]
+
+
+class Budget(Base):
+    """A spending limit on one scope (workspace, client, project, provider, model, user, API key or tag).
+
+    ``period_start`` and ``spent`` are the running counter for the current period, changed only
+    under the budget row's lock; what is held for calls in flight is the sum of live
+    ``budget_holds``. The webhook URL is a bearer secret, so it is kept encrypted like a provider key.
+    """
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("workspace_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))  # workspace, client, project, provider, model, user, api_key, tag
+    scope_id: Mapped[int | None]  # client, project, user or API key id
+    scope_value: Mapped[str | None] = mapped_column(String(200))  # provider, model or tag
+    period: Mapped[str] = mapped_column(String(16))  # daily, weekly, monthly, total
+    limit_usd: Mapped[Decimal]
+    action: Mapped[str] = mapped_column(String(16))  # block, warn, downgrade
+    downgrade_to: Mapped[str | None] = mapped_column(String(300))  # "connection/model"
+    thresholds: Mapped[list[int]] = mapped_column(JSON, default=list)
+    owner_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    webhook_ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary)
+    webhook_nonce: Mapped[bytes | None] = mapped_column(LargeBinary)
+    webhook_hint: Mapped[str | None] = mapped_column(String(200))  # "hooks.slack.com/…abcd", safe to show
+    enabled: Mapped[bool] = mapped_column(default=True, server_default=sa_true())
+    period_start: Mapped[datetime | None]
+    spent: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BudgetHold(Base):
+    """One attempt's worst-case cost reserved against one budget: held, then settled or released once.
+
+    A hold still ``held`` after ``expires_at`` (its process died) no longer counts against the budget.
+    """
+
+    __tablename__ = "budget_holds"
+    __table_args__ = (
+        UniqueConstraint("budget_id", "request_id", "attempt"),
+        Index("ix_budget_holds_budget_state", "budget_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    budget_id: Mapped[int] = mapped_column(ForeignKey("budgets.id", ondelete="CASCADE"))
+    request_id: Mapped[str] = mapped_column(String(64))
+    attempt: Mapped[int]
+    amount: Mapped[Decimal]
+    state: Mapped[str] = mapped_column(String(16), default="held")  # held, settled, released
+    actual: Mapped[Decimal | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+
+class BudgetAlert(Base):
+    """An alert: a budget threshold or forecast crossed, or a spend spike. ``key`` makes each fire once."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "key"),
+        Index("ix_budget_alerts_workspace_created", "workspace_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    budget_id: Mapped[int | None] = mapped_column(ForeignKey("budgets.id", ondelete="SET NULL"), index=True)
+    key: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # threshold, forecast, spike
+    title: Mapped[str] = mapped_column(String(300))
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    snoozed_until: Mapped[datetime | None]
+    # pending → sending → sent, partial (some channels failed), failed, or in_app (no channel to send to)
+    delivery: Mapped[str] = mapped_column(String(16), default="pending")
+    delivery_error: Mapped[str | None] = mapped_column(Text)
+    delivery_at: Mapped[datetime | None]  # when sending last started, then when it finished
+
+
+class Batch(Base):
+    """Rows of a CSV run through one prompt template, one generation per row, as queued work.
+
+    A worker owns a batch while ``claimed_by`` names it and ``heartbeat_at`` stays fresh; a
+    ``running`` batch whose heartbeat has gone stale lost its worker, and any process may claim
+    it and carry on. Pause and cancel are flags here that the worker reads between rows.
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_workspace_created", "workspace_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # whose calls
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, paused, cancelled, done, failed
+    template: Mapped[str] = mapped_column(Text)
+    system: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(String(300))  # "connection/model"; None: the workspace route
+    max_tokens: Mapped[int]
+    temperature: Mapped[float | None]
+    concurrency: Mapped[int] = mapped_column(default=4)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    columns: Mapped[list[str]] = mapped_column(JSON, default=list)
+    row_count: Mapped[int]
+    estimated_cost: Mapped[Decimal | None]  # the worst case, summed over the rows, when it was started
+    estimate_exact: Mapped[bool] = mapped_column(default=True)
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    heartbeat_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class BatchRow(Base):
+    """One row of a batch: its values, the prompt they made, and what the call returned and cost."""
+
+    __tablename__ = "batch_rows"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "position"),
+        Index("ix_batch_rows_batch_status", "batch_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    position: Mapped[int]  # 1-based, as the rows were in the file
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prompt: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str] = mapped_column(String(64))  # fixed at creation: a row is never charged twice
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, running, ok, error, cancelled
+    output: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(String(300))
+    cost: Mapped[Decimal | None]
+    estimated_cost: Mapped[Decimal | None]
+    input_tokens: Mapped[int | None]
+    output_tokens: Mapped[int | None]
+    ledger_id: Mapped[int | None] = mapped_column(BigInteger)
+    latency_ms: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Conversation(Base):
+    """A chat: private to the member who started it, with its model settings for the next answer.
+
+    ``target`` is "connection/model", or NULL for the workspace's text route; changing it
+    mid-conversation affects only the answers after the change (each message keeps its own).
+    """
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_owner_updated", "workspace_id", "owner_id", "updated_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(200))
+    target: Mapped[str | None] = mapped_column(String(300))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None]
+    max_tokens: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConversationMessage(Base):
+    """One message of a chat. An assistant message carries what its answer used and cost.
+
+    ``status``: ok; error (the answer failed; ``error`` says why); cancelled (stopped, the words
+    received are kept); streaming (still arriving, or the process stopped before it ended).
+    ``cost`` covers every attempt of the request (a fallback's failed attempts too); NULL on an
+    answer means its price is unknown, never zero.
+    """
+
+    __tablename__ = "conversation_messages"
+    __table_args__ = (Index("ix_conversation_messages_conversation_id", "conversation_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # user, assistant
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    error: Mapped[str | None] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(String(300))  # the model that answered (or was asked)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    ledger_id: Mapped[int | None] = mapped_column(ForeignKey("usage_ledger.id", ondelete="SET NULL"))
+    input_tokens: Mapped[int | None]
+    output_tokens: Mapped[int | None]
+    cost: Mapped[Decimal | None]
+    latency_ms: Mapped[int | None]
+    ttft_ms: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AnswerRating(Base):
+    """A member's mark on one generated answer ("rate this answer"), kept for the analytics.
+
+    One per member and ledger row; rating again replaces the mark. ``rating`` is 1 (good) or
+    -1 (bad); ``source`` says where it was given (compare, chat).
+    """
+
+    __tablename__ = "answer_ratings"
+    __table_args__ = (
+        UniqueConstraint("ledger_id", "user_id"),
+        Index("ix_answer_ratings_workspace_created", "workspace_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    ledger_id: Mapped[int] = mapped_column(ForeignKey("usage_ledger.id", ondelete="CASCADE"))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    rating: Mapped[int]
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

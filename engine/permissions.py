@@ -35,6 +35,11 @@ PERMISSIONS: dict[str, str] = {
     "notebook.read": "viewer",
     "notebook.write": "editor",
     "notebook.manage": "admin",
+    "budget.read": "viewer",
+    "budget.write": "admin",  # editors spend; letting them lift their own limits would defeat the budget
+    "alert.manage": "editor",
+    "asset.write": "editor",
+    "answer.rate": "editor",
 }
 
 ACTION_LABELS = {
@@ -52,6 +57,10 @@ ACTION_LABELS = {
     "owner.manage": "grant or remove the owner role",
     "notebook.write": "create, edit or run notebooks",
     "notebook.manage": "delete or unshare another member's notebook",
+    "budget.write": "create or change budgets",
+    "alert.manage": "acknowledge or snooze alerts",
+    "answer.rate": "rate answers",
+    "asset.write": "rename, tag, archive or delete assets",
 }
 
 

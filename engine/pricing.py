@@ -285,6 +285,9 @@ class OverrideView:
     cache_read_mtok: Decimal | None
     effective_from: datetime
     note: str | None
+    per_image: Decimal | None = None
+    per_1k_characters: Decimal | None = None
+    per_second: Decimal | None = None
 
 
 def _rate(value, label: str) -> Decimal | None:
@@ -309,9 +312,13 @@ def set_override(
     input_mtok,
     output_mtok,
     cache_read_mtok=None,
+    per_image=None,
+    per_1k_characters=None,
+    per_second=None,
     effective_from: datetime | None = None,
     note: str | None = None,
 ) -> OverrideView:
+    """Price a model for this workspace from now on: tokens per million, and media per unit."""
     provider, model = (provider or "").strip(), (model or "").strip()
     if not provider or not model:
         raise InvalidInput("Give both a provider and a model.")
@@ -321,6 +328,9 @@ def set_override(
         "input_mtok": _rate(input_mtok, "Input price") or Decimal(0),
         "output_mtok": _rate(output_mtok, "Output price") or Decimal(0),
         "cache_read_mtok": _rate(cache_read_mtok, "Cached input price"),
+        "per_image": _rate(per_image, "Price per image"),
+        "per_1k_characters": _rate(per_1k_characters, "Price per 1,000 characters"),
+        "per_second": _rate(per_second, "Price per second"),
     }
     with db.transaction() as s:
         authorize(s, actor, "price.write")
@@ -341,7 +351,8 @@ def set_override(
 
 
 def _override_view(o: PriceOverride) -> OverrideView:
-    return OverrideView(o.id, o.provider, o.model, o.input_mtok, o.output_mtok, o.cache_read_mtok, o.effective_from, o.note)
+    return OverrideView(o.id, o.provider, o.model, o.input_mtok, o.output_mtok, o.cache_read_mtok, o.effective_from,
+                        o.note, o.per_image, o.per_1k_characters, o.per_second)
 
 
 def list_overrides(actor: Actor) -> list[OverrideView]:

@@ -26,12 +26,12 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from sqlalchemy import case, select, update
+from sqlalchemy import Integer, bindparam, case, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from engine.dbtypes import utcnow
+from engine.dbtypes import UTCDateTime, utcnow
 from engine.errors import MeterbookError
 from engine.models import ProviderConnection, RoutePolicy, RouteTarget, TargetHealth
 from providers.base import ContextTooLong, ProviderError, RateLimited
@@ -223,11 +223,8 @@ def record_outcome(
     h = TargetHealth
     where = (h.connection_id == target.connection_id) & (h.model == target.model)
     if ok:
-        # A moving average that follows recent behaviour without one slow call dominating it.
-        latency = h.latency_ms if latency_ms is None else _ewma(h.latency_ms, latency_ms)
-        done = session.execute(update(h).where(where).values(
-            state="closed", consecutive_failures=0, opened_at=None, last_ok_at=now, calls=h.calls + 1,
-            latency_ms=latency, updated_at=now))
+        done = session.execute(_HEALTHY, {"cid": target.connection_id, "target_model": target.model, "now": now,
+                                          "latency": latency_ms})
         if done.rowcount:
             return
     _ensure_row(session, target, now)
@@ -243,6 +240,26 @@ def record_outcome(
         opened_at=now if opens else None, updated_at=now))
 
 
+def _healthy_statement():
+    """Built once: every successful call runs it, and building a statement costs more than running it."""
+    h = TargetHealth.__table__.c  # Core: the ORM's session synchronisation is not needed here
+    latency = bindparam("latency", type_=Integer())
+    return (
+        update(TargetHealth.__table__)
+        .where(h.connection_id == bindparam("cid"), h.model == bindparam("target_model"))
+        .values(
+            state="closed", consecutive_failures=0, opened_at=None, calls=h.calls + 1,
+            last_ok_at=bindparam("now", type_=UTCDateTime()), updated_at=bindparam("now", type_=UTCDateTime()),
+            # A moving average that follows recent behaviour without one slow call dominating it.
+            latency_ms=case((latency.is_(None), h.latency_ms), (h.latency_ms.is_(None), latency),
+                            else_=(h.latency_ms * 4 + latency) / 5),
+        )
+    )
+
+
+_HEALTHY = _healthy_statement()
+
+
 def _ensure_row(session: Session, target: Target, now: datetime) -> None:
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
@@ -251,10 +268,6 @@ def _ensure_row(session: Session, target: Target, now: datetime) -> None:
                 calls=0, failures=0, updated_at=now)
         .on_conflict_do_nothing(index_elements=["connection_id", "model"])
     )
-
-
-def _ewma(previous, latest: int):
-    return case((previous.is_(None), latest), else_=(previous * 4 + latest) / 5)
 
 
 # --- per-process rate limits ----------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import usage
+from engine import connections, usage
 from pages import _common as ui
 
 actor = ui.actor()
@@ -26,6 +26,11 @@ if not summary.has_usage:
         "Start by creating a project to charge work to.",
         icon=":material/info:",
     )
+
+if not connections.list_connections(actor):
+    st.info("No AI provider is connected yet, so nothing can be generated. Add a key (or a local server) first.",
+            icon=":material/key_off:")
+    st.page_link("pages/providers.py", label="Add a provider key", icon=":material/hub:")
 
 quick = st.columns(3)
 if ui.allowed("project.write"):

@@ -24,7 +24,8 @@ AUDIT_PAGE_SIZE = 50
 FORM_DEFAULTS = {
     "reset_invite": {"invite_email": ""},
     "reset_api_key": {"api_key_name": "", "api_key_scopes": [], "api_key_expiry": None},
-    "reset_price": {k: "" for k in ("price_provider", "price_model", "price_input", "price_output", "price_cached", "price_note")},
+    "reset_price": {k: "" for k in ("price_provider", "price_model", "price_input", "price_output", "price_cached", "price_image",
+                                  "price_chars", "price_second", "price_note")},
 }
 CONFIRM = {  # kind: dialog title, question, button, engine call (actor, id), success message
     "remove_member": ("Remove member", "Remove **{}** from this workspace? They lose access at once.",
@@ -227,7 +228,9 @@ with prices_tab:
     if overrides:
         st.dataframe(
             [{"Provider": o.provider, "Model": o.model, "Input $/MTok": rate(o.input_mtok), "Output $/MTok": rate(o.output_mtok),
-              "Cached input $/MTok": rate(o.cache_read_mtok), "From": ui.local_time(o.effective_from), "Note": o.note or ""}
+              "Cached input $/MTok": rate(o.cache_read_mtok), "$/image": rate(o.per_image),
+              "$/1k chars": rate(o.per_1k_characters), "$/second": rate(o.per_second),
+              "From": ui.local_time(o.effective_from), "Note": o.note or ""}
              for o in overrides],
             hide_index=True, width="stretch", alt="Workspace price overrides",
         )
@@ -247,11 +250,17 @@ with prices_tab:
             input_rate = inp.text_input("Input $/MTok", placeholder="e.g. 2.50", key="price_input")
             output_rate = out.text_input("Output $/MTok", placeholder="e.g. 10", key="price_output")
             cached_rate = cached.text_input("Cached input $/MTok", placeholder="Same as input", key="price_cached")
+            st.caption("Media models (images, speech, video) are priced per unit instead; leave what does not apply empty.")
+            img, chars, secs = st.columns(3)
+            image_rate = img.text_input("$ per image", placeholder="e.g. 0.04", key="price_image")
+            char_rate = chars.text_input("$ per 1,000 characters", placeholder="e.g. 0.30", key="price_chars")
+            second_rate = secs.text_input("$ per second of video", placeholder="e.g. 0.07", key="price_second")
             note = st.text_input("Note", placeholder="e.g. Enterprise agreement 2026", key="price_note")
             submitted = st.form_submit_button("Add override", type="primary", icon=":material/add:", key="price_submit")
         if submitted and ui.attempt(lambda: pricing.set_override(
             actor, provider=provider, model=model, input_mtok=input_rate, output_mtok=output_rate,
-            cache_read_mtok=cached_rate, note=note or None,
+            cache_read_mtok=cached_rate, per_image=image_rate, per_1k_characters=char_rate, per_second=second_rate,
+            note=note or None,
         )):
             st.session_state["reset_price"] = True
             finish(f"Price override for {provider.strip()}/{model.strip()} added.")
