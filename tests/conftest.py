@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from engine import db, migrate, router
+from engine.config import get_settings
 from engine.models import Base
 
 POSTGRES_URL = os.environ.get("METERBOOK_TEST_POSTGRES_URL")
@@ -99,3 +100,12 @@ def sqlite_database(_engines, tmp_path_factory):
     yield engine
     db.use_engine(None)
     empty_tables(engine)
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    """The app's data directory (warehouse, assets) in this test's temporary directory, with settings read afresh."""
+    monkeypatch.setenv("METERBOOK_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()

@@ -9,19 +9,13 @@ the RS256 signature checked against the provider's JWKS.
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
-import time
 
-import httpx
 import pytest
 
 from engine import demo
-from engine.config import PROJECT_ROOT
+from tests.browser import free_port, launch, require_chromium, serve_app, settle
 from tests.fakes.oidc_provider import FakeOidcProvider
-from tests.test_browser_journey import CHROMIUM, FLAGS, _free_port, _settle
 
 pytestmark = pytest.mark.browser
 
@@ -30,12 +24,9 @@ PERSON = {"sub": "acme-7f3a", "email": demo.DEMO_EMAIL.upper(), "email_verified"
 
 @pytest.fixture(scope="module")
 def app_with_sso(tmp_path_factory):
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing; .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed")
+    require_chromium()
     tmp = tmp_path_factory.mktemp("sso")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     client_secret = secrets.token_urlsafe(16)
     with FakeOidcProvider("meterbook-test", client_secret, f"{url}/oauth2callback", person=dict(PERSON)) as idp:
@@ -49,47 +40,20 @@ def app_with_sso(tmp_path_factory):
             f'client_secret = "{client_secret}"\n'
             f'server_metadata_url = "{idp.metadata_url}"\n'
         )
-        env = {
-            **os.environ,
-            "METERBOOK_DATABASE_URL": f"sqlite:///{tmp / 'meterbook.db'}",
-            "METERBOOK_DATA_DIR": str(tmp),
-            "METERBOOK_PORT": str(port),
-            "METERBOOK_BASE_URL": url,
-            "METERBOOK_DEMO_ROWS": "500",
-            "STREAMLIT_SECRETS_FILES": str(tmp / "secrets.toml"),
-        }
-        log = open(tmp / "up.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "engine", "up"], cwd=PROJECT_ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail(f"`engine up` exited early:\n{(tmp / 'up.log').read_text()}")
-                try:
-                    if httpx.get(f"{url}/_stcore/health", timeout=1).text == "ok":
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
-            else:
-                pytest.fail(f"the app did not come up:\n{(tmp / 'up.log').read_text()}")
-            yield url, env, idp, tmp
-        finally:
-            os.killpg(proc.pid, 15)
-            proc.wait(timeout=30)
-            log.close()
+        env = {"METERBOOK_DEMO_ROWS": "500", "STREAMLIT_SECRETS_FILES": str(tmp / "secrets.toml")}
+        with serve_app(tmp, demo=True, port=port, env=env) as app:
+            yield app, idp, tmp
 
 
 def test_sign_in_with_the_identity_provider(app_with_sso):
     from playwright.sync_api import expect, sync_playwright
 
-    url, env, idp, tmp = app_with_sso
+    app, idp, tmp = app_with_sso
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = launch(pw)
         page = browser.new_page()
-        page.goto(url)
-        _settle(page)
+        page.goto(app.url)
+        settle(page)
         expect(page.get_by_role("heading", name="Sign in to Meterbook")).to_be_visible(timeout=30_000)
         page.get_by_role("button", name="Sign in with Acme ID").click()
 
@@ -102,21 +66,21 @@ def test_sign_in_with_the_identity_provider(app_with_sso):
 
         # A refresh keeps the Meterbook session, without another round trip to the provider.
         page.reload()
-        _settle(page)
+        settle(page)
         expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=30_000)
         assert len(idp.issued) == 1
 
         # Signing out ends both sessions: the sign-in page does not map the identity straight back.
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("button", name="Sign in with Acme ID")).to_be_visible(timeout=30_000)
-        _settle(page)
+        settle(page)
         expect(page.get_by_role("heading", name="Sign in to Meterbook")).to_be_visible()
         page.screenshot(path=str(tmp / "sso-signed-out.png"), full_page=True)
         names = {c["name"] for c in page.context.cookies()}
         assert "_streamlit_user" not in names
         browser.close()
 
-    _check_database(env["METERBOOK_DATABASE_URL"], idp.issuer)
+    _check_database(app.database_url, idp.issuer)
 
 
 def _check_database(database_url: str, issuer: str) -> None:

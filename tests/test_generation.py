@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 
 import pytest
@@ -14,33 +15,17 @@ from engine.models import Asset, LedgerEntry, ProviderConnection, RouteTarget, T
 from engine.router import NoRoute
 from providers.base import AuthError, BadRequest, Result, TruncatedStream, Unavailable, Usage
 from tests import scripted_provider as scripted
-from tests.factories import member, owner
+from tests.factories import member, owner, scripted_routes
 
 GPT = "gpt-4o-mini"  # priced by the catalog: $0.15/M input, $0.075/M cached, $0.60/M output
 
 
 @pytest.fixture
-def ws(database, tmp_path, monkeypatch):
+def ws(database, data_dir):
     """A workspace with two scripted connections priced as OpenAI and Anthropic, routed in that order."""
-    monkeypatch.setenv("METERBOOK_DATA_DIR", str(tmp_path))
-    from engine.config import get_settings
-
-    get_settings.cache_clear()
-    scripted.install()
-    generation._cached_provider.cache_clear()
     actor = owner()
-    with db.transaction() as s:
-        for position, (name, price_as, model) in enumerate(
-            [("primary", "openai", GPT), ("backup", "anthropic", "claude-haiku-4-5")]
-        ):
-            c = ProviderConnection(workspace_id=actor.workspace_id, name=name, provider_type="scripted",
-                                   price_provider=price_as)
-            s.add(c)
-            s.flush()
-            s.add(RouteTarget(workspace_id=actor.workspace_id, kind="text", position=position, connection_id=c.id,
-                              model=model))
-    yield actor
-    get_settings.cache_clear()
+    scripted_routes(actor, ("primary", "openai", GPT), ("backup", "anthropic", "claude-haiku-4-5"))
+    return actor
 
 
 def rows() -> list[LedgerEntry]:
@@ -258,7 +243,8 @@ def test_a_media_job_reports_progress_and_is_recorded_once_when_done(ws):
     done = Result(assets=(Asset(b"mp4 bytes", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
     scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=3), JobStatus("running", logs=("50%",)),
                                     JobStatus("done", 1.0, result=done)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws)
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
+                            watch_every=None)
     assert job.cancellable and job.target == "studio/kling-video"
     assert job.poll().queue_position == 3 and rows() == []
     assert job.poll().state == "running" and rows() == []
@@ -274,7 +260,7 @@ def test_a_cancelled_job_is_recorded_as_cancelled_and_costs_nothing(ws):
 
     _video_route(ws)
     scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=1)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws)
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
     job.poll()
     job.cancel()
     [row] = rows()
@@ -289,7 +275,7 @@ def test_a_job_that_finished_first_is_kept_when_cancel_comes_too_late(ws):
     _video_route(ws)
     done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
     scripted.JOBS["kling-video"] = [JobStatus("done", 1.0, result=done)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws)
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
     with pytest.raises(InvalidInput, match="already finished"):
         job.cancel()
     assert [r.status for r in rows()] == ["ok"] and job.result is not None
@@ -300,7 +286,51 @@ def test_media_without_a_job_queue_runs_in_a_thread(ws):
         conn = s.scalar(select(ProviderConnection).where(ProviderConnection.name == "primary"))
         s.add(RouteTarget(workspace_id=ws.workspace_id, kind="image", connection_id=conn.id, model="gpt-image-1"))
     scripted.SCRIPT["gpt-image-1"] = [scripted.image(1)]
-    job = generation.submit(generation.GenerationRequest(kind="image", prompt="a lighthouse"), ws)
+    job = generation.submit(generation.GenerationRequest(kind="image", prompt="a lighthouse"), ws, watch_every=None)
     assert not job.cancellable
     g = job.wait(interval=0.01, timeout=10)
     assert len(g.asset_ids) == 1 and [r.status for r in rows()] == ["ok"]
+
+
+def test_a_job_nobody_polls_is_still_recorded_when_it_ends(ws):
+    from providers.base import Asset, JobStatus
+
+    _video_route(ws)
+    done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("4")))
+    scripted.JOBS["kling-video"] = [JobStatus("queued"), JobStatus("running"), JobStatus("done", 1.0, result=done)]
+    generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=0.01,
+                      watch_idle=0)
+    deadline = time.monotonic() + 10
+    while not rows() and time.monotonic() < deadline:  # the page that started it is gone
+        time.sleep(0.02)
+    assert [(r.status, r.seconds) for r in rows()] == [("ok", Decimal("4"))]
+
+
+def test_media_is_priced_per_unit_by_a_workspace_override(ws):
+    from providers.base import Asset, JobStatus
+
+    _video_route(ws)
+    pricing.set_override(ws, provider="fal", model="kling-video", input_mtok="0", output_mtok="0", per_second="0.07")
+    done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
+    scripted.JOBS["kling-video"] = [JobStatus("done", 1.0, result=done)]
+    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
+                            watch_every=None)
+    assert job.poll().state == "done"
+    [row] = rows()
+    assert row.cost == row.cost_seconds == Decimal("0.35") and row.estimated_cost == Decimal("0.35")
+    with pytest.raises(InvalidInput, match="per second"):
+        pricing.set_override(ws, provider="fal", model="x", input_mtok="0", output_mtok="0", per_second="-1")
+
+
+def test_an_approximate_prompt_count_is_reserved_with_a_margin(ws, monkeypatch):
+    hook = RecordingBudgets()
+    monkeypatch.setattr(guards, "budgets", hook)
+    req = generation.GenerationRequest(prompt="word " * 400, target="backup/claude-haiku-4-5", max_tokens=10)
+    shown = generation.estimate(req, ws)
+    assert not shown.exact
+    generation.generate(req, ws)
+    reserved = hook.events[0][3]
+    margin = generation._reserved_tokens(generation.tokens.TokenCount(shown.input_tokens, exact=False))
+    assert margin > shown.input_tokens * 1.2
+    assert reserved == pricing.price("anthropic", "claude-haiku-4-5", Usage(input_tokens=margin, output_tokens=10)).total
+    assert reserved > shown.cost
