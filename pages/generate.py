@@ -12,10 +12,11 @@ from decimal import Decimal
 
 import streamlit as st
 
-from engine import asset_library, assets, connections, generation, local_servers, projects, provider_health
+from engine import asset_library, assets, connections, generation, local_servers, media_jobs, projects, provider_health
 from engine.config import get_settings
 from engine.errors import MeterbookError
-from engine.generation import DEFAULT_MAX_TOKENS, Generation, GenerationRequest, MediaJob
+from engine.generation import DEFAULT_MAX_TOKENS, Generation, GenerationRequest
+from engine.media_jobs import MediaJob
 from engine.local_servers import LocalServer
 from engine.router import NoRoute
 from pages import _common as ui
@@ -224,7 +225,7 @@ def run(req: GenerationRequest, result_area) -> None:
                 g = generation.generate(req, actor)
             outcome = Outcome("speech", g, asset_ids=g.asset_ids)
         else:
-            st.session_state["gen_job"] = generation.submit(req, actor)
+            st.session_state["gen_job"] = media_jobs.submit(req, actor)
             st.session_state["gen_job_kind"] = req.kind
             st.rerun()
     except MeterbookError as exc:

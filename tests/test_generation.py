@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from engine import db, generation, guards, pricing, projects
+from engine import db, generation, guards, media_jobs, pricing, projects
 from engine.assets import store
 from engine.errors import Conflict, InvalidInput, PermissionDenied
 from engine.models import Asset, LedgerEntry, ProviderConnection, RouteTarget, TargetHealth
@@ -243,7 +243,7 @@ def test_a_media_job_reports_progress_and_is_recorded_once_when_done(ws):
     done = Result(assets=(Asset(b"mp4 bytes", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
     scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=3), JobStatus("running", logs=("50%",)),
                                     JobStatus("done", 1.0, result=done)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
+    job = media_jobs.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
                             watch_every=None)
     assert job.cancellable and job.target == "studio/kling-video"
     assert job.poll().queue_position == 3 and rows() == []
@@ -260,7 +260,7 @@ def test_a_cancelled_job_is_recorded_as_cancelled_and_costs_nothing(ws):
 
     _video_route(ws)
     scripted.JOBS["kling-video"] = [JobStatus("queued", queue_position=1)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
+    job = media_jobs.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
     job.poll()
     job.cancel()
     [row] = rows()
@@ -275,7 +275,7 @@ def test_a_job_that_finished_first_is_kept_when_cancel_comes_too_late(ws):
     _video_route(ws)
     done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
     scripted.JOBS["kling-video"] = [JobStatus("done", 1.0, result=done)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
+    job = media_jobs.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=None)
     with pytest.raises(InvalidInput, match="already finished"):
         job.cancel()
     assert [r.status for r in rows()] == ["ok"] and job.result is not None
@@ -286,7 +286,7 @@ def test_media_without_a_job_queue_runs_in_a_thread(ws):
         conn = s.scalar(select(ProviderConnection).where(ProviderConnection.name == "primary"))
         s.add(RouteTarget(workspace_id=ws.workspace_id, kind="image", connection_id=conn.id, model="gpt-image-1"))
     scripted.SCRIPT["gpt-image-1"] = [scripted.image(1)]
-    job = generation.submit(generation.GenerationRequest(kind="image", prompt="a lighthouse"), ws, watch_every=None)
+    job = media_jobs.submit(generation.GenerationRequest(kind="image", prompt="a lighthouse"), ws, watch_every=None)
     assert not job.cancellable
     g = job.wait(interval=0.01, timeout=10)
     assert len(g.asset_ids) == 1 and [r.status for r in rows()] == ["ok"]
@@ -298,7 +298,7 @@ def test_a_job_nobody_polls_is_still_recorded_when_it_ends(ws):
     _video_route(ws)
     done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("4")))
     scripted.JOBS["kling-video"] = [JobStatus("queued"), JobStatus("running"), JobStatus("done", 1.0, result=done)]
-    generation.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=0.01,
+    media_jobs.submit(generation.GenerationRequest(kind="video", prompt="a wave"), ws, watch_every=0.01,
                       watch_idle=0)
     deadline = time.monotonic() + 10
     while not rows() and time.monotonic() < deadline:  # the page that started it is gone
@@ -313,7 +313,7 @@ def test_media_is_priced_per_unit_by_a_workspace_override(ws):
     pricing.set_override(ws, provider="fal", model="kling-video", input_mtok="0", output_mtok="0", per_second="0.07")
     done = Result(assets=(Asset(b"mp4", "video/mp4"),), usage=Usage(seconds=Decimal("5")))
     scripted.JOBS["kling-video"] = [JobStatus("done", 1.0, result=done)]
-    job = generation.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
+    job = media_jobs.submit(generation.GenerationRequest(kind="video", prompt="a wave", params={"duration": 5}), ws,
                             watch_every=None)
     assert job.poll().state == "done"
     [row] = rows()
