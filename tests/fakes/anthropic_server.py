@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tests.fakes.wire import Exchange, Received, WireServer
+from tests.fakes.wire import Exchange, QueuedFake, Received
 
 API_KEY = "sk-ant-test-0123456789abcdef"
 
@@ -55,8 +53,10 @@ def error_reply(status: int, error_type: str, message: str, *, headers: dict[str
     return Reply(status=status, error_type=error_type, error_message=message, headers=headers or {})
 
 
-class FakeAnthropic:
+class FakeAnthropic(QueuedFake):
     """``with FakeAnthropic() as fake:`` point a client at ``fake.base_url``; see ``fake.received``."""
+
+    path = ""
 
     def __init__(self, api_key: str = API_KEY):
         self.api_key = api_key
@@ -64,39 +64,13 @@ class FakeAnthropic:
             {"type": "model", "id": "claude-haiku-4-5-20251001", "display_name": "Claude Haiku 4.5",
              "created_at": "2025-10-01T00:00:00Z", "lifecycle": "active", "max_input_tokens": 200_000},
         ]
-        self.default = Reply()
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._serial = 0
-        self._wire = WireServer(self._route)
-        self.base_url = self._wire.origin
-
-    def __enter__(self) -> FakeAnthropic:
-        self._wire.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._wire.__exit__(*exc)
-
-    def push(self, *replies: Reply) -> None:
-        """Queue answers for the next requests, in order."""
-        self._queue.extend(replies)
-
-    @property
-    def received(self) -> list[Received]:
-        return self._wire.received
-
-    @property
-    def connections(self) -> int:
-        return self._wire.connections
+        super().__init__(Reply())
 
     # --- routing ------------------------------------------------------------------------------
 
     def _route(self, req: Received, ex: Exchange) -> None:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.default
-            self._serial += 1
-            request_id = f"req_fake_{self._serial:04d}"
+        reply, serial = self.next_reply()
+        request_id = f"req_fake_{serial:04d}"
         headers = {"request-id": request_id, **reply.headers}
         if reply.delay:
             ex.wait(reply.delay)

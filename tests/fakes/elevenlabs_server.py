@@ -10,12 +10,10 @@ way ElevenLabs does, and takes queued ``Reply``s for errors, 429s and delays.
 from __future__ import annotations
 
 import re
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.fakes.wire import Exchange, Received, WireServer
+from tests.fakes.wire import Exchange, QueuedFake, Received
 
 API_KEY = "sk_test_0123456789abcdef0123456789abcdef"
 VOICES = {"JBFqnCBsd6RMkjVDRZzb": "George", "21m00Tcm4TlvDq8ikWAM": "Rachel"}
@@ -45,40 +43,18 @@ def audio_for(text: str, voice: str, output_format: str) -> bytes:
     return b"ID3" + f"|{voice}|{output_format}|{text}".encode()
 
 
-class FakeElevenLabs:
+class FakeElevenLabs(QueuedFake):
     """``with FakeElevenLabs() as fake:`` point a provider at ``fake.base_url``; see ``fake.received``."""
+
+    path = "/v1"
 
     def __init__(self, api_key: str = API_KEY):
         self.api_key = api_key
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._serial = 0
-        self._wire = WireServer(self._route)
-        self.base_url = f"{self._wire.origin}/v1"
-
-    def __enter__(self) -> FakeElevenLabs:
-        self._wire.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._wire.__exit__(*exc)
-
-    def push(self, *replies: Reply) -> None:
-        self._queue.extend(replies)
-
-    @property
-    def received(self) -> list[Received]:
-        return self._wire.received
-
-    @property
-    def connections(self) -> int:
-        return self._wire.connections
+        super().__init__(Reply())
 
     def _route(self, req: Received, ex: Exchange) -> None:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else Reply()
-            self._serial += 1
-            request_id = f"fake-request-{self._serial}"
+        reply, serial = self.next_reply()
+        request_id = f"fake-request-{serial}"
         headers = {"request-id": request_id, **reply.headers}
         if reply.delay:
             ex.wait(reply.delay)

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tests.fakes.wire import Exchange, Received, WireServer
+from tests.fakes.wire import Exchange, QueuedFake, Received
 
 API_KEY = "AIzaSy-test-0123456789abcdef"
 
@@ -56,44 +54,20 @@ def retry_info(delay: str) -> dict[str, Any]:
     return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
 
 
-class FakeGemini:
+class FakeGemini(QueuedFake):
     """``with FakeGemini() as fake:`` point a provider at ``fake.base_url``; see ``fake.received``."""
+
+    path = "/v1beta"
 
     def __init__(self, api_key: str = API_KEY):
         self.api_key = api_key
-        self.default = Reply()
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._serial = 0
-        self._wire = WireServer(self._route)
-        self.base_url = f"{self._wire.origin}/v1beta"
-
-    def __enter__(self) -> FakeGemini:
-        self._wire.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._wire.__exit__(*exc)
-
-    def push(self, *replies: Reply) -> None:
-        """Queue answers for the next requests, in order."""
-        self._queue.extend(replies)
-
-    @property
-    def received(self) -> list[Received]:
-        return self._wire.received
-
-    @property
-    def connections(self) -> int:
-        return self._wire.connections
+        super().__init__(Reply())
 
     # --- routing ------------------------------------------------------------------------------
 
     def _route(self, req: Received, ex: Exchange) -> None:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.default
-            self._serial += 1
-            response_id = f"fake-response-{self._serial}"
+        reply, serial = self.next_reply()
+        response_id = f"fake-response-{serial}"
         if reply.delay:
             ex.wait(reply.delay)
         key = req.header("x-goog-api-key")

@@ -18,15 +18,13 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tests.fakes.wire import Exchange, Received, WireServer
+from tests.fakes.wire import Exchange, QueuedFake, Received
 
 API_KEY = "sk-test-0123456789abcdef"
 
@@ -67,8 +65,10 @@ def error_reply(status: int, message: str, *, kind: str = "invalid_request_error
                  headers=headers or {})
 
 
-class FakeOpenAI:
+class FakeOpenAI(QueuedFake):
     """``with FakeOpenAI() as fake:`` point a client at ``fake.base_url``; see ``fake.received``."""
+
+    path = "/v1"
 
     def __init__(self, api_key: str | None = API_KEY, *,
                  stream_usage: Literal["requested", "never", "x_groq"] = "requested",
@@ -80,39 +80,13 @@ class FakeOpenAI:
         self.models = models if models is not None else [
             {"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
         ]
-        self.default = Reply()
-        self._queue: deque[Reply] = deque()
-        self._lock = threading.Lock()
-        self._serial = 0
-        self._wire = WireServer(self._route)
-        self.base_url = f"{self._wire.origin}/v1"
-
-    def __enter__(self) -> FakeOpenAI:
-        self._wire.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._wire.__exit__(*exc)
-
-    def push(self, *replies: Reply) -> None:
-        """Queue answers for the next requests, in order."""
-        self._queue.extend(replies)
-
-    @property
-    def received(self) -> list[Received]:
-        return self._wire.received
-
-    @property
-    def connections(self) -> int:
-        return self._wire.connections
+        super().__init__(Reply())
 
     # --- routing ------------------------------------------------------------------------------
 
     def _route(self, req: Received, ex: Exchange) -> None:
-        with self._lock:
-            reply = self._queue.popleft() if self._queue else self.default
-            self._serial += 1
-            request_id = f"req_fake_{self._serial}"
+        reply, serial = self.next_reply()
+        request_id = f"req_fake_{serial}"
         headers = {"x-request-id": request_id, **reply.headers}
         if reply.delay:
             ex.wait(reply.delay)

@@ -10,6 +10,7 @@ record of every request received so a test can assert on what the client sent.
 from __future__ import annotations
 
 import json
+from collections import deque
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -156,3 +157,49 @@ class WireServer:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # a handler sleeping past a client's timeout must not hold up teardown
+
+
+class QueuedFake:
+    """A vendor fake on a ``WireServer`` that answers each request with the next queued reply.
+
+    Subclasses set ``path`` (appended to the origin to make ``base_url``) and implement
+    ``_route``, taking their reply and its serial number from ``next_reply()``.
+    """
+
+    path = ""
+
+    def __init__(self, default: Any):
+        self.default = default
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._serial = 0
+        self._wire = WireServer(self._route)
+        self.base_url = f"{self._wire.origin}{self.path}"
+
+    def __enter__(self):
+        self._wire.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._wire.__exit__(*exc)
+
+    def push(self, *replies: Any) -> None:
+        """Queue answers for the next requests, in order."""
+        self._queue.extend(replies)
+
+    @property
+    def received(self) -> list[Received]:
+        return self._wire.received
+
+    @property
+    def connections(self) -> int:
+        return self._wire.connections
+
+    def next_reply(self) -> tuple[Any, int]:
+        with self._lock:
+            reply = self._queue.popleft() if self._queue else self.default
+            self._serial += 1
+            return reply, self._serial
+
+    def _route(self, req: Received, ex: Exchange) -> None:
+        raise NotImplementedError
