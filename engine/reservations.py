@@ -19,9 +19,8 @@ but never refuse for long a call that fits. A call that outlives ``HOLD_TTL`` is
 at its real cost, after its hold stopped counting.
 
 Locking: on PostgreSQL ``SELECT … FOR UPDATE`` on the budget rows, then the holds are read; on
-SQLite the reservation's first statement is a write, which takes the database's write lock
-before anything is read (BEGIN IMMEDIATE in effect), so two callers can never both pass the
-check on the same snapshot. That makes a call no budget covers one short write transaction
+SQLite the reservation begins with BEGIN IMMEDIATE, which takes the database's write lock
+before anything is read, so two callers can never both pass the check on the same snapshot. That makes a call no budget covers one short write transaction
 too, in a database where every call writes its ledger row anyway. A settle runs in the ledger
 transaction, which holds that lock from its ledger insert on.
 """
@@ -163,10 +162,9 @@ class Reservations:
 
     def reserve(self, ctx: CallContext, amount: Decimal | None) -> Hold | None:
         params = covering_params(ctx)
-        with db.get_engine().begin() as conn:
+        with db.write_transaction() as conn:
             now = self.clock()
             if conn.dialect.name == "sqlite":
-                conn.execute(TAKE_WRITE_LOCK)
                 budgets = _locked(conn, COVERING_WITH_HELD, params | {"now": now})
             else:
                 budgets = _locked(conn, LOCK_COVERING, params)
