@@ -128,25 +128,57 @@ def file_list(paths: list[Path] | list[str]) -> str:
     return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
 
 
-def rollup_files_sql(files: list, known: set[str], columns: list[Column]) -> str:
-    """The rollup files as one relation with today's rollup columns (NULL where a file predates one)."""
+def by_schema(files: list, schemas: tuple[tuple[str, ...], ...] | list) -> list[tuple[set[str] | None, list]]:
+    """Runs of consecutive files with one column set, in order: each run is read by one ``read_parquet``.
+
+    ``union_by_name`` would read mixed sets in one go, but it reads every file's schema each time
+    a query is planned, which at forty files costs more than most queries take to run. Without
+    ``schemas`` (older callers) one run of unknown columns (None) is read by name.
+    """
+    if not schemas:
+        return [(None, list(files))] if files else []
+    runs: list[tuple[set[str] | None, list]] = []
+    for path, schema in zip(files, schemas):
+        if runs and runs[-1][0] == set(schema):
+            runs[-1][1].append(path)
+        else:
+            runs.append((set(schema), [path]))
+    return runs
+
+
+def _read(paths: list, have: set[str] | None, extra: str = "") -> str:
+    return f"read_parquet({file_list(paths)}{'' if have is not None else ', union_by_name=true'}{extra})"
+
+
+def rollup_files_sql(files: list, known: set[str], columns: list[Column], schemas: tuple = ()) -> str:
+    """The rollup files as one relation with today's rollup columns (NULL where a file predates one).
+
+    ``schemas``: the ledger columns of each file's rows (the manifest's), as ``files``.
+    """
     types = rollup_types(columns)
     if not files:
         return "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in types.items()) + " LIMIT 0"
-    have = set(rollup_types([c for c in columns if c.name in known]))
-    cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in types)
-    return f"SELECT {cols} FROM read_parquet({file_list(files)}, union_by_name=true)"
+    parts = []
+    for ledger_columns, paths in by_schema(files, schemas):
+        have = set(rollup_types([c for c in columns if c.name in (ledger_columns or known)]))
+        cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in types)
+        parts.append(f"SELECT {cols} FROM {_read(paths, ledger_columns)}")
+    return " UNION ALL ".join(parts)
 
 
-def latency_files_sql(files: list, columns: list[Column]) -> str:
-    """The latency histogram files as one relation."""
+def latency_files_sql(files: list, columns: list[Column], schemas: tuple = ()) -> str:
+    """The latency histogram files as one relation (``schemas`` as for ``rollup_files_sql``)."""
     present = {c.name for c in columns}
     names = ["day", *(k for k in ROLLUP_KEYS if k in present), "latency_bucket", "calls"]
+    types = {"day": "DATE", **rollup_types(columns), "latency_bucket": "INTEGER", "calls": "BIGINT"}
     if not files:
-        types = {"day": "DATE", **rollup_types(columns), "latency_bucket": "INTEGER", "calls": "BIGINT"}
         return "SELECT " + ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in names) + " LIMIT 0"
-    quoted = ", ".join(f'"{n}"' for n in names)
-    return f"SELECT {quoted} FROM read_parquet({file_list(files)}, union_by_name=true)"
+    parts = []
+    for ledger_columns, paths in by_schema(files, schemas):
+        have = {"day", "latency_bucket", "calls"} | (ledger_columns if ledger_columns is not None else present)
+        cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in names)
+        parts.append(f"SELECT {cols} FROM {_read(paths, ledger_columns)}")
+    return " UNION ALL ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -194,27 +226,17 @@ MONTH_SQL = "strftime(created_at, '%Y-%m')"  # a ledger row's UTC month, as its 
 
 
 def _files_relation(snap: Snapshot, columns: list[Column]) -> str:
-    """The exported ledger files as one relation of ``columns``, newest files first.
+    """The exported ledger files as one relation of ``columns`` and ``month``, newest files first.
 
-    Files of one column set are read by one ``read_parquet``; ``union_by_name`` would do the same for
-    mixed sets, but it reads every file's schema each time a query is planned, which at forty
-    files costs more than most dashboard queries take to run. Newest first: a "latest rows" query
-    fills its top-N from the first row groups it reads, skipping older ones by their created_at.
+    Newest first: a "latest rows" query fills its top-N from the first row groups it reads,
+    skipping older ones by their created_at.
     """
-    schemas = snap.file_schemas or (tuple(snap.file_columns),) * len(snap.files)
-    groups: list[tuple[tuple[str, ...], list[str]]] = []
-    for path, schema in reversed(list(zip(snap.files, schemas))):
-        if groups and groups[-1][0] == schema:
-            groups[-1][1].append(path)
-        else:
-            groups.append((schema, [path]))
     parts = []
-    for schema, paths in groups:
-        have = set(schema)
-        cols = ", ".join(_shown(c) if c.name in have else f'CAST(NULL AS {c.view_type}) AS "{c.name}"' for c in columns)
-        # Without file_schemas the files may differ: let DuckDB match them up by name.
-        by_name = "" if snap.file_schemas else ", union_by_name=true"
-        parts.append(f"SELECT {cols}, month FROM read_parquet({file_list(paths)}{by_name}, {HIVE})")
+    for have, paths in by_schema(list(reversed(snap.files)), tuple(reversed(snap.file_schemas))):
+        present = have if have is not None else set(snap.file_columns)
+        cols = ", ".join(_shown(c) if c.name in present else f'CAST(NULL AS {c.view_type}) AS "{c.name}"'
+                         for c in columns)
+        parts.append(f"SELECT {cols}, month FROM {_read(paths, have, ', ' + HIVE)}")
     return " UNION ALL ".join(parts)
 
 
@@ -254,10 +276,10 @@ def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | 
                             ("_latency_overall", exported.latency_overall)):
             con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM main.{table}")
     else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns, snap.file_schemas)}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW _daily AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "
                     "FROM _hourly GROUP BY ALL")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _latency AS {latency_files_sql(list(snap.latency_files), columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _latency AS {latency_files_sql(list(snap.latency_files), columns, snap.file_schemas)}")
         for name, keys in LATENCY_COARSE.items():
             con.execute(f"CREATE OR REPLACE TEMP VIEW _{name} AS {coarse_latency_sql('_latency', keys)}")
     tail_cols = ", ".join(_shown(c) for c in columns)
