@@ -1,0 +1,361 @@
+"""The python node's sandbox: each limit holds, in the isolated mode (bubblewrap) and where it applies unisolated.
+
+Every limit test would pass the code through if that limit were gone: the code tries the thing
+for real and the test checks it was stopped by that limit (not by another one, or the wall clock).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.config import PROJECT_ROOT, get_settings
+from engine.workflows import python_sandbox as ps
+from engine.workflows.python_sandbox import Limits, PythonFailed, SandboxUnavailable
+
+ISOLATED_OK, WHY = ps.available()
+needs_isolated = pytest.mark.skipif(not ISOLATED_OK, reason=f"isolated mode unavailable: {WHY}")
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="switching to an unprivileged uid needs root")
+
+
+@pytest.fixture(params=["isolated", "unisolated"])
+def run(request):
+    """Run code in one mode: ``run(code, data, **limits)``."""
+    isolated = request.param == "isolated"
+    if isolated and not ISOLATED_OK:
+        pytest.skip(f"isolated mode unavailable: {WHY}")
+    if not isolated and (os.geteuid() != 0 or ps._reachable_interpreter() is None):
+        pytest.skip("unisolated mode needs root and a python3 an unprivileged uid can run")
+
+    def _run(code: str, data=None, **limits):
+        return ps._run(code, data, Limits(**limits), isolated=isolated)
+
+    _run.isolated = isolated
+    return _run
+
+
+def processes_of(uid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            if int(line.split()[1]) == uid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_main_output_comes_back_and_prints_go_to_the_logs(run):
+    result = run('def main(data):\n    print("hello", data["name"])\n    return {"n": data["n"] * 2, "ok": True}',
+                 {"name": "ada", "n": 21})
+    assert result.output == {"n": 42, "ok": True}
+    assert result.logs == "hello ada\n"
+    assert result.duration_ms > 0
+
+
+def test_printing_something_that_looks_like_a_result_does_not_replace_it(run):
+    code = ('import sys\n'
+            'def main(data):\n'
+            '    print(\'{"status": "ok", "output": "spoofed"}\')\n'
+            '    sys.stderr.write(\'\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x05"spoof"\')\n'
+            '    return "real"')
+    result = run(code)
+    assert result.output == "real"
+    assert "spoofed" in result.logs
+
+
+def test_runs_as_an_unprivileged_uid_with_an_empty_environment_and_working_directory(run, monkeypatch):
+    monkeypatch.setenv("METERBOOK_TEST_SECRET", "sk-live-do-not-leak")
+    code = ('import os\n'
+            'def main(data):\n'
+            '    initial = open("/proc/self/environ", "rb").read().split(b"\\0")\n'
+            '    return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "env": dict(os.environ),\n'
+            '            "initial": [v.decode() for v in initial if v], "cwd": os.getcwd(), "files": os.listdir(".")}')
+    out = run(code).output
+    assert out["uid"] >= ps.UID_BASE and out["gid"] >= ps.UID_BASE and out["groups"] == []
+    assert out["env"] == {}
+    # What the process started with: nothing of ours (Python itself sets LC_CTYPE when no locale is set).
+    assert not [v for v in out["initial"] if not v.startswith(("LC_CTYPE=", "PWD="))], out["initial"]
+    assert "sk-live-do-not-leak" not in str(out)
+    assert out["files"] == []
+    assert out["cwd"] != os.getcwd()
+
+
+def test_cpu_loop_is_stopped_by_the_cpu_limit(run):
+    started = time.monotonic()
+    with pytest.raises(PythonFailed) as caught:
+        run("def main(data):\n    while True:\n        pass", cpu_s=1, wall_s=20)
+    assert caught.value.kind == "cpu", caught.value
+    assert "1 s of CPU time" in str(caught.value)
+    assert time.monotonic() - started < 10
+
+
+def test_memory_bomb_is_stopped_by_the_memory_limit(run):
+    with pytest.raises(PythonFailed) as caught:
+        run("def main(data):\n    hog = bytearray(1024 * 1024 * 1024)\n    return len(hog)", memory_mb=128)
+    assert caught.value.kind == "memory", caught.value
+    assert "128 MB of memory" in str(caught.value)
+
+
+def test_a_huge_write_is_cut_at_the_file_size_limit(run):
+    code = ('def main(data):\n'
+            '    written = 0\n'
+            '    try:\n'
+            '        with open("big.bin", "wb", buffering=0) as f:\n'
+            '            for _ in range(8):\n'
+            '                written += f.write(b"x" * 1024 * 1024)\n'
+            '    except OSError as e:\n'
+            '        return {"written": written, "errno": e.errno}\n'
+            '    return {"written": written, "errno": None}')
+    out = run(code, file_mb=1).output
+    assert out == {"written": 1024 * 1024, "errno": errno.EFBIG}
+
+
+@needs_isolated
+def test_the_scratch_space_holds_only_a_few_files_of_the_largest_size():
+    code = ('def main(data):\n'
+            '    for i in range(20):\n'
+            '        try:\n'
+            '            with open(f"part{i}", "wb") as f:\n'
+            '                f.write(b"x" * 1024 * 1024)\n'
+            '        except OSError as e:\n'
+            '            return {"files": i, "errno": e.errno}\n'
+            '    return {"files": 20, "errno": None}')
+    out = ps._run(code, None, Limits(file_mb=1), isolated=True).output
+    assert out["errno"] == errno.ENOSPC and out["files"] <= ps.SCRATCH_FILES
+
+
+def test_fork_bomb_is_held_by_the_process_limit_and_leaves_nothing_behind(run):
+    code = ('import os, time\n'
+            'def main(data):\n'
+            '    started = 0\n'
+            '    for _ in range(200):\n'
+            '        try:\n'
+            '            pid = os.fork()\n'
+            '        except OSError:\n'
+            '            break\n'
+            '        if pid == 0:\n'
+            '            os.setsid()\n'  # out of the process group: killing the group alone would miss it
+            '            time.sleep(120)\n'
+            '            os._exit(0)\n'
+            '        started += 1\n'
+            '    return {"started": started, "uid": os.getuid()}')
+    out = run(code, processes=8).output
+    assert out["started"] < 8
+    deadline = time.monotonic() + 5
+    while processes_of(out["uid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert processes_of(out["uid"]) == []
+
+
+@pytest.fixture
+def listener():
+    """A TCP listener of our own on 127.0.0.1 that records every connection it accepts."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    server.settimeout(0.2)
+    accepted: list = []
+    stop = threading.Event()
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except (TimeoutError, OSError):
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join()
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+@needs_isolated
+def test_no_network_a_listener_on_the_host_is_never_reached(listener):
+    port, accepted = listener
+    with socket.create_connection(("127.0.0.1", port)):  # the listener works from outside the sandbox
+        pass
+    deadline = time.monotonic() + 2
+    while not accepted and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(accepted) == 1
+    code = ('import socket\n'
+            'def main(port):\n'
+            '    try:\n'
+            '        socket.create_connection(("127.0.0.1", port), timeout=2).close()\n'
+            '        return "connected"\n'
+            '    except OSError as e:\n'
+            '        return f"{type(e).__name__}: {e}"')
+    out = ps._run(code, port, Limits(), isolated=True).output
+    time.sleep(0.3)
+    assert out != "connected" and len(accepted) == 1, out
+
+
+@needs_root
+def test_a_secret_in_roots_home_cannot_be_read(run):
+    secret = Path("/root") / f"meterbook-test-secret-{secrets.token_hex(4)}"
+    secret.write_text("sk-live-hidden")
+    secret.chmod(0o600)
+    try:
+        code = ('def main(path):\n'
+                '    try:\n'
+                '        return open(path).read()\n'
+                '    except OSError as e:\n'
+                '        return type(e).__name__')
+        out = run(code, str(secret)).output
+    finally:
+        secret.unlink()
+    assert out in ("PermissionError", "FileNotFoundError")
+
+
+@needs_isolated
+def test_the_host_file_system_is_hidden_even_where_it_is_world_readable():
+    shown = PROJECT_ROOT / "data" / f"test-visible-{secrets.token_hex(4)}.txt"
+    shown.write_text("world-readable, but not for the sandbox")
+    shown.chmod(0o644)
+    try:
+        code = ('import os\n'
+                'def main(path):\n'
+                '    try:\n'
+                '        return {"read": open(path).read(), "top": sorted(os.listdir("/"))}\n'
+                '    except OSError as e:\n'
+                '        return {"read": type(e).__name__, "top": sorted(os.listdir("/"))}')
+        out = ps._run(code, str(shown), Limits(), isolated=True).output
+    finally:
+        shown.unlink()
+    assert out["read"] == "FileNotFoundError"
+    assert "etc" not in out["top"] and "work" in out["top"]
+
+
+def test_a_sleeping_job_is_stopped_by_the_wall_clock(run):
+    started = time.monotonic()
+    with pytest.raises(PythonFailed) as caught:
+        run("import time\ndef main(data):\n    time.sleep(60)", wall_s=1)
+    assert caught.value.kind == "timeout"
+    assert "1 s time limit" in str(caught.value)
+    assert time.monotonic() - started < 10
+
+
+def test_printed_output_is_capped(run):
+    result = run('def main(data):\n    print("x" * 100_000)\n    return "done"', output_kb=4)
+    assert result.output == "done"
+    assert result.logs.startswith("x" * 4096) and len(result.logs) < 4096 + 100
+    assert "cut at 4 KB" in result.logs
+
+
+def test_a_returned_value_over_the_output_cap_is_refused(run):
+    with pytest.raises(PythonFailed) as caught:
+        run('def main(data):\n    return "y" * 100_000', output_kb=4)
+    assert caught.value.kind == "output" and "4 KB" in str(caught.value)
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("{1, 2}", "set"), ("float('nan')", "nan"), ("object()", "object"), ("{1: 'a'}", "key"), ("b'raw'", "bytes"),
+])
+def test_a_return_value_that_is_not_json_is_refused(run, value, shown):
+    with pytest.raises(PythonFailed) as caught:
+        run(f"def main(data):\n    return {value}")
+    assert caught.value.kind == "bad_output"
+    assert "must return JSON" in str(caught.value) and shown in str(caught.value)
+
+
+def test_json_values_come_back_exactly(run):
+    value = {"text": 'quote " backslash \\ newline \n tab \t nul \x00 é ☃ \ud83d', "big": 2**70, "neg": -1.5e-7,
+             "list": [None, True, False, [], {}], "tuple": (1, 2)}
+    out = run("def main(data):\n    return data['value']", {"value": value}).output
+    assert out == {**value, "tuple": [1, 2]}
+
+
+def test_a_syntax_error_says_where(run):
+    with pytest.raises(PythonFailed) as caught:
+        run("def main(data):\n    return (1 +\n")
+    assert caught.value.kind == "syntax"
+    assert "syntax error" in str(caught.value) and "line 2" in str(caught.value)
+
+
+@pytest.mark.parametrize("code", ["x = 1", "main = 3", "def helper(data):\n    return 1"])
+def test_code_without_a_main_function_is_refused(run, code):
+    with pytest.raises(PythonFailed) as caught:
+        run(code)
+    assert caught.value.kind == "no_main"
+    assert "def" in str(caught.value) and "main(data)" in str(caught.value)
+
+
+def test_an_exception_shows_only_the_users_own_frames(run):
+    code = "def helper(x):\n    return 1 / x\n\ndef main(data):\n    print('before')\n    return helper(0)\n"
+    with pytest.raises(PythonFailed) as caught:
+        run(code)
+    message = str(caught.value)
+    assert caught.value.kind == "exception"
+    assert "ZeroDivisionError: division by zero" in message
+    assert "line 6, in main" in message and "line 2, in helper" in message and "return 1 / x" in message
+    assert "python_runner" not in message and "<string>" not in message
+    assert caught.value.logs == "before\n"
+
+
+def test_each_job_gets_a_fresh_process(run):
+    first = run('import json\ndef main(data):\n    open("left.txt", "w").write("x")\n    json.left = 1\n'
+                '    import os\n    return os.getuid()')
+    second = run('import json, os\ndef main(data):\n    return {"files": os.listdir("."), '
+                 '"left": hasattr(json, "left"), "uid": os.getuid()}')
+    assert second.output["files"] == [] and second.output["left"] is False
+    assert second.output["uid"] != first.output
+
+
+def test_input_that_is_not_json_is_refused_before_anything_runs():
+    with pytest.raises(PythonFailed) as caught:
+        ps._run("def main(data):\n    return data", {"when": object()}, Limits(), isolated=ISOLATED_OK)
+    assert caught.value.kind == "input" and "not JSON" in str(caught.value)
+    with pytest.raises(PythonFailed):
+        ps._run("  ", None, Limits(), isolated=ISOLATED_OK)
+
+
+@pytest.fixture
+def isolation_broken(monkeypatch):
+    """This host as if bubblewrap did not work here."""
+    monkeypatch.setattr(ps, "_probe", (False, "bubblewrap (bwrap) is not installed"))
+    get_settings.cache_clear()
+    yield monkeypatch
+    get_settings.cache_clear()
+
+
+def test_without_isolation_the_node_is_off_and_says_how_to_turn_it_on(isolation_broken):
+    isolation_broken.delenv("METERBOOK_PYTHON_NODE_UNISOLATED", raising=False)
+    assert ps.available() == (False, "bubblewrap (bwrap) is not installed")
+    with pytest.raises(SandboxUnavailable) as caught:
+        ps.run_python("def main(data):\n    return 1", None)
+    message = str(caught.value)
+    assert "bubblewrap (bwrap) is not installed" in message
+    assert "apt-get install bubblewrap" in message and "METERBOOK_PYTHON_NODE_UNISOLATED=true" in message
+
+
+@needs_root
+def test_an_admin_can_knowingly_run_it_unisolated(isolation_broken):
+    isolation_broken.setenv("METERBOOK_PYTHON_NODE_UNISOLATED", "true")
+    if ps._reachable_interpreter() is None:
+        pytest.skip("no python3 an unprivileged uid can run")
+    result = ps.run_python("import os\ndef main(data):\n    return [os.getuid(), os.getcwd()]", None)
+    assert result.output[0] >= ps.UID_BASE
+    assert result.output[1].startswith("/tmp/meterbook-python-") or "meterbook-python-" in result.output[1]
+    assert not Path(result.output[1]).exists()  # the working directory is removed afterwards
+
+
+@needs_isolated
+def test_time_sequential_runs_the_tiny_nodes():
+    assert ps.time_sequential(3) > 0
