@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import PROJECT_ROOT, get_settings
+from engine.workflows import python_process as process
 from engine.workflows import python_sandbox as ps
 from engine.workflows.python_sandbox import Limits, PythonFailed, SandboxUnavailable
 
@@ -31,7 +32,7 @@ def run(request):
     isolated = request.param == "isolated"
     if isolated and not ISOLATED_OK:
         pytest.skip(f"isolated mode unavailable: {WHY}")
-    if not isolated and (os.geteuid() != 0 or ps._reachable_interpreter() is None):
+    if not isolated and (os.geteuid() != 0 or process.reachable_interpreter() is None):
         pytest.skip("unisolated mode needs root and a python3 an unprivileged uid can run")
 
     def _run(code: str, data=None, **limits):
@@ -82,7 +83,7 @@ def test_runs_as_an_unprivileged_uid_with_an_empty_environment_and_working_direc
             '    return {"uid": os.getuid(), "gid": os.getgid(), "groups": os.getgroups(), "env": dict(os.environ),\n'
             '            "initial": [v.decode() for v in initial if v], "cwd": os.getcwd(), "files": os.listdir(".")}')
     out = run(code).output
-    assert out["uid"] >= ps.UID_BASE and out["gid"] >= ps.UID_BASE and out["groups"] == []
+    assert out["uid"] >= process.UID_BASE and out["gid"] >= process.UID_BASE and out["groups"] == []
     assert out["env"] == {}
     # What the process started with: nothing of ours (Python itself sets LC_CTYPE when no locale is set).
     assert not [v for v in out["initial"] if not v.startswith(("LC_CTYPE=", "PWD="))], out["initial"]
@@ -348,10 +349,10 @@ def test_without_isolation_the_node_is_off_and_says_how_to_turn_it_on(isolation_
 @needs_root
 def test_an_admin_can_knowingly_run_it_unisolated(isolation_broken):
     isolation_broken.setenv("METERBOOK_PYTHON_NODE_UNISOLATED", "true")
-    if ps._reachable_interpreter() is None:
+    if process.reachable_interpreter() is None:
         pytest.skip("no python3 an unprivileged uid can run")
     result = ps.run_python("import os\ndef main(data):\n    return [os.getuid(), os.getcwd()]", None)
-    assert result.output[0] >= ps.UID_BASE
+    assert result.output[0] >= process.UID_BASE
     assert result.output[1].startswith("/tmp/meterbook-python-") or "meterbook-python-" in result.output[1]
     assert not Path(result.output[1]).exists()  # the working directory is removed afterwards
 
