@@ -360,3 +360,49 @@ def test_an_admin_can_knowingly_run_it_unisolated(isolation_broken):
 @needs_isolated
 def test_time_sequential_runs_the_tiny_nodes():
     assert ps.time_sequential(3) > 0
+
+
+@needs_isolated
+def test_new_namespaces_are_refused_but_threads_fork_and_subprocess_work():
+    code = ('import ctypes, os, subprocess, threading\n'
+            'def main(data):\n'
+            '    libc = ctypes.CDLL(None, use_errno=True)\n'
+            '    out = {}\n'
+            '    for name, flag in (("user", 0x10000000), ("net", 0x40000000), ("mount", 0x00020000)):\n'
+            '        out[name] = [libc.unshare(flag), ctypes.get_errno()]\n'
+            '    out["sub"] = subprocess.run(["/proc/self/exe", "-c", "print(7)"], capture_output=True, text=True).stdout\n'
+            '    seen = []\n'
+            '    t = threading.Thread(target=seen.append, args=(1,))\n'
+            '    t.start()\n'
+            '    t.join()\n'
+            '    out["thread"] = seen\n'
+            '    return out')
+    out = ps._run(code, None, Limits(), isolated=True).output
+    assert out["user"] == [-1, errno.EPERM] and out["net"] == [-1, errno.EPERM] and out["mount"] == [-1, errno.EPERM]
+    assert out["sub"] == "7\n" and out["thread"] == [1]
+
+
+def test_without_bwrap_on_the_path_the_isolated_mode_reports_why(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    ok, why = ps._try_isolated()
+    assert ok is False
+    assert "bwrap" in why or "root" in why
+
+
+def test_jobs_run_side_by_side_each_in_its_own_sandbox(run):
+    results, errors = [], []
+
+    def one(i):
+        try:
+            results.append(run("import os, time\ndef main(i):\n    time.sleep(0.2)\n    return [i, os.getuid()]", i).output)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(i for i, _ in results) == [0, 1, 2, 3]
+    assert len({uid for _, uid in results}) == 4

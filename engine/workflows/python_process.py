@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.workflows import python_seccomp
+
 UID_BASE = 1_970_000_000  # far above any account a distribution or an admin creates
 UID_SPAN = 10_000  # a uid returns to use only after 10,000 later jobs: long after its processes are gone
 SPARES = 2  # interpreters kept started ahead of need: two boot at once on two cores
@@ -65,7 +67,7 @@ def reachable_interpreter() -> str | None:
     return None
 
 
-def bwrap_args(uid: int, scratch_mb: int) -> list[str]:
+def bwrap_args(uid: int, scratch_mb: int, seccomp_fd: int | None) -> list[str]:
     exe, prefix = interpreter()
     multiarch = sysconfig.get_config_var("MULTIARCH") or ""
     libdirs = [d for d in (f"/usr/lib/{multiarch}" if multiarch else "", "/usr/lib64") if d and os.path.isdir(d)]
@@ -87,10 +89,23 @@ def bwrap_args(uid: int, scratch_mb: int) -> list[str]:
         args += ["--chmod", "0755", parent]
     args += ["--proc", "/proc", "--dev", "/dev", "--size", str(scratch_mb * KB * KB), "--tmpfs", "/work",
              "--chmod", "0777", "/work", "--chdir", "/work", "--remount-ro", "/dev", "--remount-ro", "/",
-             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
-             "/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
+             "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP"]
+    if seccomp_fd is not None:
+        args += ["--seccomp", str(seccomp_fd)]
+    args += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--inh-caps=-all",
              "--bounding-set=-all", "--no-new-privs", "--", exe]
     return args
+
+
+def _seccomp_fd() -> int | None:
+    """A pipe holding the filter, for bwrap to read once at start-up (it fits the pipe's buffer)."""
+    filter_bytes = python_seccomp.program()
+    if filter_bytes is None:
+        return None
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, filter_bytes)
+    os.close(write_fd)
+    return read_fd
 
 
 class Sandbox:
@@ -103,9 +118,13 @@ class Sandbox:
         job_r, self.job_w = os.pipe()
         self.result_r, result_w = os.pipe()
         self.log_r, log_w = os.pipe()
+        extra_fds = [result_w]
         try:
             if isolated:
-                argv = [*bwrap_args(self.uid, scratch_mb), "-I", "-S", "-c", RUNNER, str(result_w)]
+                filter_fd = _seccomp_fd()
+                if filter_fd is not None:
+                    extra_fds.append(filter_fd)
+                argv = [*bwrap_args(self.uid, scratch_mb, filter_fd), "-I", "-S", "-c", RUNNER, str(result_w)]
                 kwargs: dict = {"cwd": "/"}
             else:
                 exe = reachable_interpreter()
@@ -115,7 +134,7 @@ class Sandbox:
                 os.chown(self.workdir, self.uid, self.uid)
                 argv = [exe, "-I", "-S", "-c", RUNNER, str(result_w)]
                 kwargs = {"cwd": self.workdir, "user": self.uid, "group": self.uid, "extra_groups": []}
-            self.proc = subprocess.Popen(argv, stdin=job_r, stdout=log_w, stderr=log_w, pass_fds=(result_w,),
+            self.proc = subprocess.Popen(argv, stdin=job_r, stdout=log_w, stderr=log_w, pass_fds=extra_fds,
                                          env={}, start_new_session=True, close_fds=True, **kwargs)
         except BaseException:
             for fd in (self.job_w, self.result_r, self.log_r):
@@ -123,7 +142,7 @@ class Sandbox:
             self._remove_workdir()
             raise
         finally:
-            for fd in (job_r, result_w, log_w):
+            for fd in (job_r, log_w, *extra_fds):
                 os.close(fd)
         self.pidfd = os.pidfd_open(self.proc.pid)
 
