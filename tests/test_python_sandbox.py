@@ -7,6 +7,7 @@ for real and the test checks it was stopped by that limit (not by another one, o
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import socket
@@ -406,3 +407,21 @@ def test_jobs_run_side_by_side_each_in_its_own_sandbox(run):
     assert errors == []
     assert sorted(i for i, _ in results) == [0, 1, 2, 3]
     assert len({uid for _, uid in results}) == 4
+
+
+@needs_root
+def test_two_meterbook_processes_never_hand_out_the_same_uid():
+    import subprocess
+    import sys
+
+    script = ("import json, sys\nfrom engine.workflows import python_process as p\n"
+              "print(json.dumps([p._claim_uid()[0] for _ in range(5)]), flush=True)\nsys.stdin.read()")
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, cwd=PROJECT_ROOT) for _ in range(2)]
+    try:
+        claimed = [set(json.loads(proc.stdout.readline())) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.communicate("")
+    assert len(claimed[0]) == len(claimed[1]) == 5
+    assert not claimed[0] & claimed[1]

@@ -7,6 +7,7 @@ this module only runs processes. See ``python_sandbox``'s docstring for the desi
 from __future__ import annotations
 
 import atexit
+import fcntl
 import itertools
 import marshal
 import os
@@ -47,9 +48,30 @@ _uids = itertools.count()
 _uid_lock = threading.Lock()
 
 
-def _next_uid() -> int:
-    with _uid_lock:
-        return UID_BASE + next(_uids) % UID_SPAN
+def _lock_dir() -> Path:
+    base = Path("/run") if os.access("/run", os.W_OK) else Path(tempfile.gettempdir())
+    path = base / "meterbook-python-uids"
+    path.mkdir(mode=0o700, exist_ok=True)
+    if path.stat().st_uid != os.geteuid() or path.stat().st_mode & 0o077:
+        raise PermissionError(f"{path} belongs to someone else or is open to others; remove it")
+    return path
+
+
+def _claim_uid() -> tuple[int, int]:
+    """A uid no other job holds, in this process or another Meterbook process (the UI and the sidecar
+    both run jobs): an flock on a file named for it, held until the job's processes are gone."""
+    directory = _lock_dir()
+    for _ in range(UID_SPAN):
+        with _uid_lock:
+            uid = UID_BASE + next(_uids) % UID_SPAN
+        fd = os.open(directory / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return uid, fd
+    raise OSError(f"all {UID_SPAN} sandbox uids are in use")
 
 
 def interpreter() -> tuple[str, str]:
@@ -113,7 +135,7 @@ class Sandbox:
 
     def __init__(self, isolated: bool, scratch_mb: int):
         self.isolated, self.scratch_mb = isolated, scratch_mb
-        self.uid = _next_uid()
+        self.uid, self.uid_lock = _claim_uid()
         self.workdir: str | None = None
         job_r, self.job_w = os.pipe()
         self.result_r, result_w = os.pipe()
@@ -137,7 +159,7 @@ class Sandbox:
             self.proc = subprocess.Popen(argv, stdin=job_r, stdout=log_w, stderr=log_w, pass_fds=extra_fds,
                                          env={}, start_new_session=True, close_fds=True, **kwargs)
         except BaseException:
-            for fd in (self.job_w, self.result_r, self.log_r):
+            for fd in (self.job_w, self.result_r, self.log_r, self.uid_lock):
                 os.close(fd)
             self._remove_workdir()
             raise
@@ -224,7 +246,7 @@ class Sandbox:
             subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=self.uid, group=self.uid, extra_groups=[],
                            env={}, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, check=False)
-        for name in ("job_w", "result_r", "log_r", "pidfd"):
+        for name in ("job_w", "result_r", "log_r", "pidfd", "uid_lock"):
             fd = getattr(self, name)
             if fd >= 0:
                 os.close(fd)
