@@ -425,3 +425,19 @@ def test_two_meterbook_processes_never_hand_out_the_same_uid():
             proc.communicate("")
     assert len(claimed[0]) == len(claimed[1]) == 5
     assert not claimed[0] & claimed[1]
+
+
+def test_code_that_ignores_the_cpu_warning_is_killed_at_the_hard_limit(run):
+    started = time.monotonic()
+    with pytest.raises(PythonFailed) as caught:
+        run("import signal\ndef main(data):\n    signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n    while True:\n"
+            "        pass", cpu_s=1, wall_s=20)
+    assert caught.value.kind == "killed" and "CPU time" in str(caught.value)
+    assert time.monotonic() - started < 10
+
+
+def test_an_exception_whose_message_fails_is_still_reported(run):
+    with pytest.raises(PythonFailed) as caught:
+        run("class Odd(Exception):\n    def __str__(self):\n        raise ValueError('no')\n"
+            "def main(data):\n    raise Odd()")
+    assert caught.value.kind == "exception" and "Odd" in str(caught.value)

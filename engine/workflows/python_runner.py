@@ -109,6 +109,16 @@ def _trimmed_traceback(error: BaseException, code: str, limit: int = 4000) -> st
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+def _exception(error: BaseException, code: str) -> dict:
+    name = type(error).__name__
+    try:
+        return {"status": "exception", "message": f"{name}: {error}", "traceback": _trimmed_traceback(error, code)}
+    except CpuLimit:
+        raise
+    except BaseException:  # noqa: BLE001 - its __str__ (or its traceback) failed too: say what we can
+        return {"status": "exception", "message": f"{name} (its message could not be shown)"}
+
+
 def _run(job: dict) -> dict:
     code = job["code"]
     try:
@@ -131,7 +141,7 @@ def _run(job: dict) -> dict:
     except SystemExit as e:
         return {"status": "exit", "message": str(e.code)}
     except BaseException as e:  # noqa: BLE001 - whatever the user's code raised is reported, not re-raised
-        return {"status": "exception", "message": f"{type(e).__name__}: {e}", "traceback": _trimmed_traceback(e, code)}
+        return _exception(e, code)
     try:
         return {"status": "ok", "output": _Raw(dumps(value))}
     except (TypeError, ValueError, RecursionError) as e:

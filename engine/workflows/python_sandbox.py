@@ -84,9 +84,11 @@ def _outcome(done: process.Finished, limits: Limits) -> PythonResult:
     if why == "too_big":
         raise fail("output", f"main() returned more than {limits.output_kb} KB of JSON; return less, or a summary.")
     if result is None:
-        if returncode in (-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL):
-            raise fail("killed", f"The code was stopped by a limit: {limits.cpu_s:g} s of CPU time or "
-                                 f"{limits.memory_mb} MB of memory.")
+        if returncode in (-signal.SIGXCPU, 128 + signal.SIGXCPU):
+            raise fail("cpu", f"The code used more than its {limits.cpu_s:g} s of CPU time and was stopped.")
+        if returncode in (-signal.SIGKILL, 128 + signal.SIGKILL):
+            raise fail("killed", "The code's process was killed: by the hard CPU time limit "
+                                 f"({limits.cpu_s:g} s and one more), by running out of memory, or by the code itself.")
         raise fail("no_result", "The code ended without returning from main() (it exited the process or "
                                 f"closed the result channel; exit status {returncode}).")
     try:
