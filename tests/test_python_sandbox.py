@@ -390,6 +390,17 @@ def test_without_bwrap_on_the_path_the_isolated_mode_reports_why(monkeypatch, tm
     assert "bwrap" in why or "root" in why
 
 
+@needs_root
+def test_a_bwrap_that_cannot_make_namespaces_turns_the_isolated_mode_off_with_its_reason(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"
+    fake.write_text("#!/bin/sh\necho 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    ok, why = ps._try_isolated()
+    assert ok is False
+    assert "No permissions to creating new namespace" in why
+
+
 def test_jobs_run_side_by_side_each_in_its_own_sandbox(run):
     results, errors = [], []
 

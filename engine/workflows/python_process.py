@@ -96,7 +96,7 @@ def bwrap_args(uid: int, scratch_mb: int, seccomp_fd: int | None) -> list[str]:
     if not libdirs:
         libdirs = ["/usr/lib"]
     binds = [prefix] if prefix != "/usr" else [exe, f"/usr/lib/python{sys.version_info[0]}.{sys.version_info[1]}"]
-    args = ["bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
+    args = [shutil.which("bwrap") or "bwrap", "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try",
             "--die-with-parent", "--new-session", "--clearenv"]
     for path in [*libdirs, *binds, "/usr/bin/setpriv"]:
         args += ["--ro-bind", path, path]

@@ -133,8 +133,11 @@ def _try_isolated() -> tuple[bool, str]:
     try:
         result = _outcome(process.Sandbox(True, 1).run("def main(data):\n    return data", "ok",
                                                        asdict(Limits(wall_s=10))), Limits())
-    except (OSError, MeterbookError) as e:
-        return False, f"bubblewrap could not start a sandbox here ({str(e).splitlines()[0][:300]})"
+    except PythonFailed as e:  # bwrap's own complaint is in what the process printed
+        said = (e.logs.strip() or str(e)).splitlines()[0][:300]
+        return False, f"bubblewrap could not start a sandbox here ({said})"
+    except OSError as e:
+        return False, f"bubblewrap could not start a sandbox here ({e})"
     if result.output != "ok":
         return False, f"bubblewrap started but the sandbox did not answer ({result.logs[:300]})"
     return True, "bubblewrap: no network, hidden file system, unprivileged uid"
