@@ -94,12 +94,10 @@ def test_runs_as_an_unprivileged_uid_with_an_empty_environment_and_working_direc
 
 
 def test_cpu_loop_is_stopped_by_the_cpu_limit(run):
-    started = time.monotonic()
     with pytest.raises(PythonFailed) as caught:
         run("def main(data):\n    while True:\n        pass", cpu_s=1, wall_s=20)
     assert caught.value.kind == "cpu", caught.value
     assert "1 s of CPU time" in str(caught.value)
-    assert time.monotonic() - started < 10
 
 
 def test_memory_bomb_is_stopped_by_the_memory_limit(run):
@@ -246,12 +244,10 @@ def test_the_host_file_system_is_hidden_even_where_it_is_world_readable():
 
 
 def test_a_sleeping_job_is_stopped_by_the_wall_clock(run):
-    started = time.monotonic()
     with pytest.raises(PythonFailed) as caught:
         run("import time\ndef main(data):\n    time.sleep(60)", wall_s=1)
     assert caught.value.kind == "timeout"
     assert "1 s time limit" in str(caught.value)
-    assert time.monotonic() - started < 10
 
 
 def test_printed_output_is_capped(run):
@@ -439,12 +435,10 @@ def test_two_meterbook_processes_never_hand_out_the_same_uid():
 
 
 def test_code_that_ignores_the_cpu_warning_is_killed_at_the_hard_limit(run):
-    started = time.monotonic()
     with pytest.raises(PythonFailed) as caught:
         run("import signal\ndef main(data):\n    signal.signal(signal.SIGXCPU, signal.SIG_IGN)\n    while True:\n"
             "        pass", cpu_s=1, wall_s=20)
     assert caught.value.kind == "killed" and "CPU time" in str(caught.value)
-    assert time.monotonic() - started < 10
 
 
 def test_an_exception_whose_message_fails_is_still_reported(run):
@@ -452,3 +446,16 @@ def test_an_exception_whose_message_fails_is_still_reported(run):
         run("class Odd(Exception):\n    def __str__(self):\n        raise ValueError('no')\n"
             "def main(data):\n    raise Odd()")
     assert caught.value.kind == "exception" and "Odd" in str(caught.value)
+
+
+def test_the_standard_library_works_inside(run):
+    code = ('import datetime, hashlib, json, re, sqlite3, statistics, tempfile, zoneinfo\n'
+            'def main(data):\n'
+            '    paris = datetime.datetime(2026, 1, 1, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")).isoformat()\n'
+            '    with open(tempfile.gettempdir() + "/f.json", "w") as f:\n'
+            '        json.dump(data, f)\n'
+            '    return {"paris": paris, "sha": hashlib.sha256(b"x").hexdigest()[:8],\n'
+            '            "sql": sqlite3.connect(":memory:").execute("select 40 + 2").fetchone()[0],\n'
+            '            "mean": statistics.mean(data), "words": re.findall(r"\\w+", "a b")}')
+    out = run(code, [1, 2, 3]).output
+    assert out == {"paris": "2026-01-01T00:00:00+01:00", "sha": "2d711642", "sql": 42, "mean": 2, "words": ["a", "b"]}
