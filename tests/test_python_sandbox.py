@@ -36,8 +36,8 @@ def run(request):
     if not isolated and (os.geteuid() != 0 or process.reachable_interpreter() is None):
         pytest.skip("unisolated mode needs root and a python3 an unprivileged uid can run")
 
-    def _run(code: str, data=None, **limits):
-        return ps._run(code, data, Limits(**limits), isolated=isolated)
+    def _run(code: str, data=None, *, warm: bool = True, **limits):
+        return ps._run(code, data, Limits(**limits), isolated=isolated, warm=warm)
 
     _run.isolated = isolated
     return _run
@@ -459,3 +459,26 @@ def test_the_standard_library_works_inside(run):
             '            "mean": statistics.mean(data), "words": re.findall(r"\\w+", "a b")}')
     out = run(code, [1, 2, 3]).output
     assert out == {"paris": "2026-01-01T00:00:00+01:00", "sha": "2d711642", "sql": 42, "mean": 2, "words": ["a", "b"]}
+
+
+def test_no_file_descriptor_of_the_app_is_inherited(run, tmp_path):
+    secret = tmp_path / "open-secret"
+    secret.write_text("sk-live-in-an-open-file")
+    fd = os.open(secret, os.O_RDONLY)
+    os.set_inheritable(fd, True)  # even a descriptor the app marked inheritable stays behind
+    try:
+        code = ('import os\n'
+                'def main(data):\n'
+                '    found = {}\n'
+                '    for name in os.listdir("/proc/self/fd"):\n'
+                '        try:\n'
+                '            found[name] = os.readlink("/proc/self/fd/" + name)\n'
+                '        except OSError:\n'
+                '            pass\n'  # the listing's own descriptor, closed by now
+                '    return found')
+        found = run(code, warm=False).output
+    finally:
+        os.close(fd)
+    assert found.pop("0") == "/dev/null"
+    assert found.pop("1") == found.pop("2") and len(found) == 1  # stdout/stderr share the log pipe; the answer pipe
+    assert list(found.values())[0].startswith("pipe:")
