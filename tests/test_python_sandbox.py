@@ -322,6 +322,9 @@ def test_input_that_is_not_json_is_refused_before_anything_runs():
     assert caught.value.kind == "input" and "not JSON" in str(caught.value)
     with pytest.raises(PythonFailed):
         ps._run("  ", None, Limits(), isolated=ISOLATED_OK)
+    with pytest.raises(PythonFailed) as caught:
+        ps._run("def main(data):\n    return 1", "x" * (20 * 1024 * 1024), Limits(memory_mb=64), isolated=ISOLATED_OK)
+    assert caught.value.kind == "input" and "at most 16 MB" in str(caught.value)
 
 
 @pytest.fixture
@@ -482,3 +485,9 @@ def test_no_file_descriptor_of_the_app_is_inherited(run, tmp_path):
     assert found.pop("0") == "/dev/null"
     assert found.pop("1") == found.pop("2") and len(found) == 1  # stdout/stderr share the log pipe; the answer pipe
     assert list(found.values())[0].startswith("pipe:")
+
+
+def test_a_large_input_reaches_the_code_whole(run):
+    data = {"rows": [{"id": i, "text": "é" * 50} for i in range(40_000)]}  # about 4 MB of JSON
+    out = run("def main(data):\n    return [len(data['rows']), sum(r['id'] for r in data['rows'])]", data).output
+    assert out == [40_000, sum(range(40_000))]

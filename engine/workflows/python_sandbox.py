@@ -37,6 +37,7 @@ from engine.errors import MeterbookError
 from engine.workflows import python_process as process
 
 SCRATCH_FILES = 4  # /work holds up to this many files of the largest allowed size
+INPUT_SHARE = 4  # the input's JSON may take up to this fraction of the memory limit (it is held twice inside)
 
 
 @dataclass(frozen=True)
@@ -174,9 +175,14 @@ def _run(code: str, data: Any, limits: Limits, *, isolated: bool, warm: bool = T
     if min(limits.cpu_s, limits.memory_mb, limits.file_mb, limits.processes, limits.wall_s, limits.output_kb) <= 0:
         raise PythonFailed("Every python node limit must be above zero.", kind="input")
     try:
-        plain = json.loads(json.dumps(data, allow_nan=False))
+        text = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
         raise PythonFailed(f"The python node's input is not JSON: {e}", kind="input") from None
+    if len(text) > limits.memory_mb * 1024 * 1024 // INPUT_SHARE:
+        raise PythonFailed(f"The python node's input is {len(text) / 1e6:.1f} MB of JSON; with {limits.memory_mb} MB "
+                           f"of memory it may be at most {limits.memory_mb // INPUT_SHARE} MB. Pass less, or a "
+                           "reference to it.", kind="input")
+    plain = json.loads(text)
     sandbox = process.take(isolated, limits.file_mb * SCRATCH_FILES, warm=warm)
     return _outcome(sandbox.run(code, plain, asdict(limits)), limits)
 
