@@ -491,3 +491,16 @@ def test_a_large_input_reaches_the_code_whole(run):
     data = {"rows": [{"id": i, "text": "é" * 50} for i in range(40_000)]}  # about 4 MB of JSON
     out = run("def main(data):\n    return [len(data['rows']), sum(r['id'] for r in data['rows'])]", data).output
     assert out == [40_000, sum(range(40_000))]
+
+
+@needs_isolated
+def test_warm_up_starts_spares_that_the_next_job_uses():
+    process.stop_spares()
+    ps.warm_up()
+    deadline = time.monotonic() + 10
+    while len(process._spares) < process.SPARES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    spare_uids = {spare.uid for spare in process._spares}
+    assert len(spare_uids) >= process.SPARES
+    uid = ps.run_python("import os\ndef main(data):\n    return os.getuid()", None).output
+    assert uid in spare_uids

@@ -280,6 +280,11 @@ def take(isolated: bool, scratch_mb: int, *, warm: bool = True) -> Sandbox:
     return job or Sandbox(isolated, scratch_mb)
 
 
+def prepare(isolated: bool, scratch_mb: int) -> None:
+    """Have spares for this kind of job started in the background."""
+    _spawner().put((isolated, scratch_mb))
+
+
 def _spawner() -> queue.SimpleQueue:
     """The one thread that starts spares. It lives as long as the process: bwrap's --die-with-parent
     (PR_SET_PDEATHSIG) fires when the *thread* that started it ends, which would kill a spare

@@ -169,6 +169,13 @@ def run_python(code: str, data: Any, *, limits: Limits = Limits()) -> PythonResu
     return _run(code, data, limits, isolated=_mode())
 
 
+def warm_up(limits: Limits = Limits()) -> None:
+    """Start the spares now (e.g. when a run worker starts), so the first python node does not wait for them."""
+    ok, _ = available()
+    if ok:
+        process.prepare(True, limits.file_mb * SCRATCH_FILES)
+
+
 def _run(code: str, data: Any, limits: Limits, *, isolated: bool, warm: bool = True) -> PythonResult:
     if not isinstance(code, str) or not code.strip():
         raise PythonFailed("Write the code first: a function main(data) that returns the node's output.", kind="input")
