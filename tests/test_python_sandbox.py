@@ -504,3 +504,24 @@ def test_warm_up_starts_spares_that_the_next_job_uses():
     assert len(spare_uids) >= process.SPARES
     uid = ps.run_python("import os\ndef main(data):\n    return os.getuid()", None).output
     assert uid in spare_uids
+
+
+@pytest.mark.parametrize("limits", [{"cpu_s": 0}, {"memory_mb": -1}, {"processes": 10_000}, {"wall_s": 86_400},
+                                    {"output_kb": "1024"}, {"file_mb": True}])
+def test_limits_out_of_range_are_refused_before_anything_runs(limits):
+    with pytest.raises(PythonFailed) as caught:
+        ps._run("def main(data):\n    return 1", None, Limits(**limits), isolated=ISOLATED_OK)
+    assert caught.value.kind == "input" and "ceiling" in str(caught.value)
+
+
+def test_files_left_in_tmp_go_with_the_job(run):
+    name = f"meterbook-test-left-{secrets.token_hex(4)}"
+    code = ('def main(name):\n'
+            '    for d in ("/tmp", "/dev/shm"):\n'
+            '        try:\n'
+            '            open(f"{d}/{name}", "w").write("left behind")\n'
+            '        except OSError:\n'
+            '            pass\n'
+            '    return 1')
+    run(code, name)
+    assert not Path("/tmp", name).exists() and not Path("/dev/shm", name).exists()

@@ -35,6 +35,7 @@ RUNNER = (Path(__file__).with_name("python_runner.py")).read_text()
 RUNNER_COMPILED = marshal.dumps(compile(RUNNER, "python_runner", "exec")).hex()
 LOAD_COMPILED = "import marshal, sys; exec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))"
 KB = 1024
+SHARED_WRITABLE = ("/tmp", "/var/tmp", "/dev/shm")
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,7 @@ class Sandbox:
             subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=self.uid, group=self.uid, extra_groups=[],
                            env={}, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, check=False)
+            _remove_files_of(self.uid)
         for name in ("job_w", "result_r", "log_r", "pidfd", "uid_lock"):
             fd = getattr(self, name)
             if fd >= 0:
@@ -267,6 +269,25 @@ class Sandbox:
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+
+
+def _remove_files_of(uid: int) -> None:
+    """Unisolated code shares the host's world-writable directories; what it left there goes with it."""
+    for directory in SHARED_WRITABLE:
+        try:
+            entries = list(os.scandir(directory))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
 
 
 _spare_lock = threading.Lock()

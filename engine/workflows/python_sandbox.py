@@ -50,6 +50,10 @@ class Limits:
     output_kb: int = 1024  # cap for the printed logs, and for the returned JSON
 
 
+# However a workflow sets its limits, they stay within these: a limit that can be set to anything is no limit.
+CEILINGS = {"cpu_s": 600, "memory_mb": 4096, "file_mb": 1024, "processes": 256, "wall_s": 3600, "output_kb": 16384}
+
+
 @dataclass(frozen=True)
 class PythonResult:
     output: Any
@@ -179,8 +183,11 @@ def warm_up(limits: Limits = Limits()) -> None:
 def _run(code: str, data: Any, limits: Limits, *, isolated: bool, warm: bool = True) -> PythonResult:
     if not isinstance(code, str) or not code.strip():
         raise PythonFailed("Write the code first: a function main(data) that returns the node's output.", kind="input")
-    if min(limits.cpu_s, limits.memory_mb, limits.file_mb, limits.processes, limits.wall_s, limits.output_kb) <= 0:
-        raise PythonFailed("Every python node limit must be above zero.", kind="input")
+    values = asdict(limits)
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= CEILINGS[k] for k, v in values.items()):
+        allowed = ", ".join(f"{k} ≤ {v:g}" for k, v in CEILINGS.items())
+        raise PythonFailed(f"Each python node limit must be a number above zero and at most its ceiling ({allowed}); "
+                           f"got {values}.", kind="input")
     try:
         text = json.dumps(data, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as e:
