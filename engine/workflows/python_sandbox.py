@@ -9,16 +9,20 @@ Every job gets its own process, started for it and killed after it; nothing is r
   interpreter loads (its prefix and the shared-library directory), a fresh ``/proc`` and
   ``/dev``, and a size-capped tmpfs at ``/work`` as the working directory. ``setpriv`` then
   drops to a uid of its own (one per job, from ``UID_BASE``), clears groups, capabilities and
-  the bounding set; ``--die-with-parent`` and the PID namespace take every process down with it.
+  the bounding set; a seccomp filter (``python_seccomp``) refuses new namespaces and the
+  root-only kernel interfaces; ``--die-with-parent`` and the PID namespace take every process
+  down with it.
 * **Unisolated** (only with ``METERBOOK_PYTHON_NODE_UNISOLATED=true``, for hosts where
   namespaces do not work): the same uid switch, limits, empty environment and empty temporary
   working directory, but the network and the host's world-readable files are reachable. Leftover
-  processes are swept by a ``kill -9 -1`` run as the job's uid.
+  processes are swept by a ``kill -9 -1`` run as the job's uid, its files in /tmp removed.
 
 Inside, ``python_runner`` waits for the job on stdin, sets the rlimits (CPU time, address space,
 file size, processes) and runs the code; the result comes back on its own pipe, length-framed,
 and prints on another, capped. The parent enforces the wall clock and kills the process group.
-A warm spare (an interpreter started in advance, waiting for its one job) hides start-up time.
+Warm spares (interpreters started in advance, each waiting for its one job) hide start-up time.
+Failures raise ``PythonFailed`` with a message fit to show, ``kind`` (input, syntax, no_main,
+exception, exit, bad_output, output, cpu, memory, killed, timeout, no_result) and ``logs``.
 """
 
 from __future__ import annotations
