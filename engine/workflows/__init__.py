@@ -1,0 +1,1 @@
+"""Workflows: specs, nodes, the executor and triggers (docs/architecture.md, "Workflows")."""
