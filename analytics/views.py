@@ -211,6 +211,7 @@ class Snapshot:
     columns: tuple[Column, ...]  # the ledger's columns when the snapshot was taken
     taken_at: float
     file_schemas: tuple[tuple[str, ...], ...] = ()  # each file's columns, as ``files``; empty: unknown
+    file_parts: tuple[tuple[int, int, int], ...] = ()  # each file's first and last ledger id and rows, as ``files``
 
 
 def _shown(c: Column) -> str:

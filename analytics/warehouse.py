@@ -492,17 +492,19 @@ def _collect_garbage(root: Path, manifest: dict) -> None:
 
 _cache_lock = threading.Lock()
 _snapshots: dict[tuple, Snapshot] = {}
-_rollups: dict[tuple, Exported] = {}  # exported rollups by file list; small LRU
+_rollups: dict[tuple, _Built] = {}  # exported rollups by file list; small LRU
 _retired_rollups: list[tuple[float, Exported]] = []  # evicted, in eviction order: dropped after a grace period
 _rollup_ids = itertools.count(1)
 ROLLUP_CACHE_SIZE = 8
+MAX_EXTENSIONS = 10  # see _exported_rollups
+rollup_builds = {"full": 0, "incremental": 0}  # how the kept rollups were made, since the process began
 
 
 def clear_caches() -> None:
     """Forget the kept rollups and tail snapshots (a benchmark's cold start)."""
     with _cache_lock:
         _snapshots.clear()
-        dropped = list(_rollups.values()) + [e for _, e in _retired_rollups]
+        dropped = [b.exported for b in _rollups.values()] + [e for _, e in _retired_rollups]
         _rollups.clear()
         _retired_rollups.clear()
     _drop(dropped)
@@ -539,7 +541,8 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
     rollup_files = tuple(str(root / f["rollup"]) for f in mine)
     latency_files = tuple(str(root / f["latency"]) for f in mine)
     schemas = tuple(tuple(f["columns"]) for f in mine)
-    hourly = _exported_rollups(rollup_files, latency_files, known, columns, schemas).hourly
+    parts = tuple((int(f["lo"]), int(f["hi"]), int(f["rows"])) for f in mine)
+    hourly = _exported_rollups(root, workspace_id, _files_for(root, manifest, workspace_id), rollup_files, latency_files, known, columns, schemas, parts).hourly
     con = _scratch_duckdb()
     try:
         con.execute(f"CREATE TEMP VIEW _hourly AS SELECT * FROM main.{hourly}")
@@ -559,48 +562,122 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
     return Snapshot(
         workspace_id, directories, _files_for(root, manifest, workspace_id),
         rollup_files, latency_files, tuple(c.name for c in columns if c.name in known),
-        tail, projects, clients, users, tuple(columns), time.time(), schemas,
+        tail, projects, clients, users, tuple(columns), time.time(), schemas, parts,
     )
 
 
-def _exported_rollups(rollup_files: tuple[str, ...], latency_files: tuple[str, ...], known: set[str],
-                      columns: list[Column], schemas: tuple[tuple[str, ...], ...]) -> Exported:
-    """The exported files' rollups, computed once per file list and kept as tables of the shared database."""
+@dataclass(frozen=True)
+class _Built:
+    """Rollup tables kept for one file list, and what they cover, so the next list can start from them."""
+
+    exported: Exported
+    scope: tuple  # warehouse, workspace, the columns known and the columns now: a base must share them
+    watermark: int  # the highest ledger id counted
+    rows: int  # how many ledger rows the tables count
+    depth: int  # how many times these tables were extended since they were read whole from files
+
+
+def _exported_rollups(root: Path, workspace_id: int, ledger_files: tuple[str, ...], rollup_files: tuple[str, ...],
+                      latency_files: tuple[str, ...],
+                      known: set[str], columns: list[Column], schemas: tuple[tuple[str, ...], ...],
+                      parts: tuple[tuple[int, int, int], ...]) -> Exported:
+    """The exported files' rollups, computed once per file list and kept as tables of the shared database.
+
+    A new file list is usually the last one plus an export's new files, perhaps with small files
+    compacted into one covering the same ids: then the kept tables are copied with only the new
+    files' rows added, instead of reading every file again. Rows of one key can repeat that way
+    (views always sum them), so after ``MAX_EXTENSIONS`` the tables are read whole again.
+    """
     key = (rollup_files, latency_files, tuple(sorted(known)), tuple(c.name for c in columns), schemas)
+    scope = (str(root), workspace_id, key[2], key[3])
     with _cache_lock:
         if key in _rollups:
             _rollups[key] = _rollups.pop(key)  # most recently used last
-            return _rollups[key]
-    types = rollup_types(columns)
+            return _rollups[key].exported
+        base = next((b for b in reversed(_rollups.values()) if b.scope == scope and b.depth < MAX_EXTENSIONS), None)
     name = f"rollups_{next(_rollup_ids)}"
     exported = Exported(f"{name}_hourly", f"{name}_daily", f"{name}_latency", f"{name}_latency_by_model",
                         f"{name}_latency_overall")
     con = _scratch_duckdb()
     try:
-        # Read as written: two files can share an hour (a key's rows are summed by whoever asks). In file
-        # order, which is time order (DuckDB keeps it): each row group then spans a few days for its zone
-        # map, without the cost of a sort.
-        con.execute(f"CREATE TABLE main.{exported.hourly} AS "
-                    f"{rollup_files_sql(list(rollup_files), known, columns, schemas)}")
-        keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
-        sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
-        con.execute(f"CREATE TABLE main.{exported.daily} AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "
-                    f"FROM main.{exported.hourly} GROUP BY ALL ORDER BY day")
-        con.execute(f"CREATE TABLE main.{exported.latency} AS {latency_files_sql(list(latency_files), columns, schemas)}")
-        for table, keys in ((exported.latency_by_model, LATENCY_COARSE["latency_by_model"]),
-                            (exported.latency_overall, LATENCY_COARSE["latency_overall"])):
-            con.execute(f"CREATE TABLE main.{table} AS SELECT * FROM "
-                        f"({coarse_latency_sql(f'main.{exported.latency}', keys)}) ORDER BY day")
+        added = _new_rows(con, base, ledger_files, parts) if base is not None and parts and schemas else None
+        picked, mixed = added if added is not None else (list(range(len(rollup_files))), [])
+        # Rows of merged files above the watermark are rolled up from the ledger file, as the export does.
+        above = [(ledger_files[i], [c for c in columns if c.name in set(schemas[i])]) for i in mixed]
+        _build(con, exported, base.exported if added is not None else None,
+               [rollup_files[i] for i in picked], [latency_files[i] for i in picked],
+               tuple(schemas[i] for i in picked) if schemas else (), known, columns,
+               [(f"(SELECT * FROM read_parquet({file_list([path])}) WHERE id > {int(base.watermark)})", present)
+                for path, present in above] if added is not None else [])
     finally:
         con.close()
+    built = _Built(exported, scope, max((hi for _, hi, _ in parts), default=0), sum(n for _, _, n in parts),
+                   0 if added is None else base.depth + 1)
+    rollup_builds["incremental" if added is not None else "full"] += 1
     with _cache_lock:
-        _rollups[key] = exported
+        _rollups[key] = built
         while len(_rollups) > ROLLUP_CACHE_SIZE:
-            _retired_rollups.append((time.time(), _rollups.pop(next(iter(_rollups)))))
+            _retired_rollups.append((time.time(), _rollups.pop(next(iter(_rollups))).exported))
         expired = [e for at, e in _retired_rollups if time.time() - at > RETIRED_GRACE_S]
         del _retired_rollups[:len(expired)]
     _drop(expired)
     return exported
+
+
+def _new_rows(con, base: _Built, files: tuple[str, ...],
+              parts: tuple[tuple[int, int, int], ...]) -> tuple[list[int], list[int]] | None:
+    """Where the rows the kept tables did not count are: files wholly new (by index), and files that
+    hold some (a compaction merged counted files with new ones); None when the tables cannot be
+    extended.
+
+    Every id counted is at or below the base's watermark and every new one above it. The rows at
+    or below it must be exactly the rows counted: otherwise some were retired (a workspace
+    deleted) and the tables are read whole again.
+    """
+    w = base.watermark
+    old = [i for i, (_, hi, _) in enumerate(parts) if hi <= w]
+    new = [i for i, (lo, _, _) in enumerate(parts) if lo > w]
+    mixed = [i for i in range(len(parts)) if i not in set(old) | set(new)]
+    counted = sum(parts[i][2] for i in old)
+    if mixed:
+        [(below,)] = con.execute(f"SELECT count(*) FROM read_parquet({file_list([files[i] for i in mixed])}, "
+                                 f"union_by_name=true) WHERE id <= {int(w)}").fetchall()
+        counted += below
+    return (new, mixed) if counted == base.rows else None
+
+
+def _build(con, exported: Exported, base: Exported | None, rollup_files: list[str], latency_files: list[str],
+           schemas: tuple, known: set[str], columns: list[Column], rows: list[tuple[str, list[Column]]]) -> None:
+    """Create ``exported``'s tables: ``base``'s rows (if any), those of the given files, and ``rows``
+    (ledger rows in their stored types, with their columns) rolled up here."""
+    types = rollup_types(columns)
+    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
+    sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
+
+    def with_base(table: str | None, sql: str) -> str:
+        return f"SELECT * FROM main.{table} UNION ALL BY NAME {sql}" if table else sql
+
+    # Read as written: two files can share an hour (a key's rows are summed by whoever asks). In file
+    # order, which is time order (DuckDB keeps it): each row group then spans a few days for its zone
+    # map, without the cost of a sort.
+    hourly = f"SELECT * FROM ({rollup_files_sql(rollup_files, known, columns, schemas)})"
+    latency = f"SELECT * FROM ({latency_files_sql(latency_files, columns, schemas)})"
+    for source, present in rows:
+        hourly += f" UNION ALL BY NAME SELECT * FROM ({rollup_sql(source, present)})"
+        latency += f" UNION ALL BY NAME SELECT * FROM ({latency_sql(source, present)})"
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_hourly AS {hourly}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_latency AS {latency}")
+    con.execute(f"CREATE TABLE main.{exported.hourly} AS {with_base(base and base.hourly, 'SELECT * FROM _new_hourly')}")
+    daily = f"SELECT CAST(hour AS DATE) AS day, {keys}, {sums} FROM _new_hourly GROUP BY ALL ORDER BY day"
+    con.execute(f"CREATE TABLE main.{exported.daily} AS {with_base(base and base.daily, f'({daily})')}")
+    con.execute(f"CREATE TABLE main.{exported.latency} AS "
+                f"{with_base(base and base.latency, 'SELECT * FROM _new_latency')}")
+    for table, base_table, coarse in ((exported.latency_by_model, base and base.latency_by_model, "latency_by_model"),
+                                      (exported.latency_overall, base and base.latency_overall, "latency_overall")):
+        fresh = f"(SELECT * FROM ({coarse_latency_sql('_new_latency', LATENCY_COARSE[coarse])}) ORDER BY day)"
+        con.execute(f"CREATE TABLE main.{table} AS {with_base(base_table, fresh)}")
+    con.execute("DROP TABLE _new_hourly")
+    con.execute("DROP TABLE _new_latency")
 
 
 def _drop(rollups: list[Exported]) -> None:
@@ -646,8 +723,8 @@ def connect(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
     """
     root = root or warehouse_dir()
     snap = snapshot(workspace_id, fresh=fresh, root=root, engine=engine)
-    exported = _exported_rollups(snap.rollup_files, snap.latency_files, set(snap.file_columns), ledger_columns(),
-                                 snap.file_schemas)
+    exported = _exported_rollups(root, snap.workspace_id, snap.files, snap.rollup_files, snap.latency_files, set(snap.file_columns),
+                                 ledger_columns(), snap.file_schemas, snap.file_parts)
     con = _scratch_duckdb()
     attach(con, snap, exported)
     return con

@@ -298,3 +298,37 @@ def test_latency_percentiles_from_the_histogram_are_within_one_percent(database,
         exact = con.execute(f"SELECT quantile_disc(latency_ms, [0.5, 0.95]) FROM ledger WHERE {where}").fetchone()[0]
         for got, want in zip(estimate, exact):
             assert abs(got - want) <= 0.011 * want, (where, estimate, exact)
+
+
+def test_kept_rollups_grow_by_each_exports_new_files_and_match_a_full_read(database, tmp_path, monkeypatch):
+    """After an export (and its compaction) the next connection adds only the new files' rollups to the
+    tables it keeps, and answers exactly what reading every file again would."""
+    monkeypatch.setattr(warehouse, "SMALL_FILE_ROWS", 50)  # so that exports of a few rows get compacted
+    actor = owner()
+    add_rows(actor.workspace_id, actor.user_id, 120, seed=1)
+    warehouse.refresh(root=tmp_path, settle=timedelta(0))
+    builds = dict(warehouse.rollup_builds)
+
+    def figures():
+        con = warehouse.connect(actor.workspace_id, root=tmp_path)
+        return [con.execute(f"SELECT {cols} FROM {view} GROUP BY ALL ORDER BY ALL").fetchall() for view, cols in (
+            ("ledger_hourly", "hour, provider, sum(calls), sum(cost), sum(input_tokens)"),
+            ("ledger_daily", "day, model, sum(calls), sum(cost)"),
+            ("ledger_latency_daily", "day, status, latency_bucket, sum(calls)"),
+            ("ledger_latency_by_model", "day, model, latency_bucket, sum(calls)"),
+            ("ledger_latency_overall", "day, status, latency_bucket, sum(calls)"))]
+
+    figures()
+    compacted = 0
+    for seed in (2, 3, 4):
+        add_rows(actor.workspace_id, actor.user_id, 30, seed=seed, start=NOW + timedelta(days=seed))
+        stats = warehouse.refresh(root=tmp_path, settle=timedelta(0))
+        assert stats.rows == 30
+        compacted += stats.compacted
+        kept = figures()
+        warehouse.clear_caches()
+        assert figures() == kept  # read whole from the files
+        figures()  # the full read is now the base the next export extends
+    assert warehouse.rollup_builds["incremental"] - builds["incremental"] >= 3
+    assert compacted  # merged files that hold counted and new rows alike were among them
+    assert warehouse_totals(warehouse.connect(actor.workspace_id, root=tmp_path)) == ledger_totals(actor.workspace_id)
