@@ -426,3 +426,10 @@ def prune(days: int | None = None, *, now: datetime | None = None) -> int:
 def approver_name(s: Session, user_id: int | None) -> str:
     user = s.get(User, user_id) if user_id else None
     return user.name if user else "—"
+
+
+def version_spec(actor: Actor, run_id: int) -> dict:
+    """The spec of the version a run ran (runs record their version; later edits do not change it)."""
+    with db.read_session() as s:
+        authorize(s, actor, "workflow.read")
+        return s.get(WorkflowVersion, _run(s, actor, run_id).version_id).spec
