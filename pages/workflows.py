@@ -116,7 +116,38 @@ def workflow_list() -> None:
         if st.session_state.get("wf_deleting") == wf.id:
             delete_dialog(wf)
     templates_section()
+    import_section()
     credentials_section()
+
+
+def import_section() -> None:
+    from engine.workflows import n8n
+
+    if not can_write:
+        return
+    with st.expander("Import from n8n", icon=":material/upload_file:"):
+        st.caption("Upload a workflow downloaded from n8n (JSON). Webhook, Schedule Trigger, HTTP Request, Set, IF, "
+                   "Switch, Code (Python) and OpenAI nodes are converted; any other node is named and left out.")
+        upload = st.file_uploader("n8n workflow file", type=["json"], key="wf_n8n_file")
+        if upload is None:
+            return
+        result = ui.attempt(lambda: n8n.convert(upload.getvalue()))
+        if result is None:
+            return
+        if result.unmapped:
+            st.warning("Not imported (no equivalent node): " + ", ".join(result.unmapped), icon=":material/warning:")
+        for t in result.triggers:
+            st.info(f"The {t['type']} trigger “{t['node']}” is not part of a spec: its data arrives as the "
+                    "input body. Set up the trigger once schedules and webhooks are available.", icon=":material/bolt:")
+        for note in result.notes:
+            st.caption(note)
+        st.code(result.source, language="yaml")
+        if st.button("Create workflow from this", type="primary", key="wf_n8n_create", icon=":material/add:"):
+            view = ui.attempt(lambda: store.create(actor, result.source))
+            if view:
+                ui.flash(f"Imported “{view.name}”.")
+                open_workflow(view.id)
+                st.rerun()
 
 
 def templates_section() -> None:
