@@ -284,7 +284,7 @@ db.use_engine(db.make_engine(sys.argv[1]))
 from tests import scripted_provider
 scripted_provider.install()
 from engine.workflows import executor
-executor.work_once("doomed", lease_s=1.5)
+executor.work_once("doomed", lease_s=6)
 """
 
 
@@ -314,7 +314,7 @@ outputs: {poem: "{{ done }}"}
     assert step_map(ws, run.id)["ask"].status == "succeeded"
     assert runs.get_run(ws, run.id).status == "running"  # nobody knows the worker died…
     assert executor.claim("rescuer") is None  # …until its lease expires
-    _until(lambda: executor.work_once("rescuer") == 1, timeout=10)
+    _until(lambda: executor.work_once("rescuer") == 1, timeout=20)
     done = runs.get_run(ws, run.id)
     assert done.status == "succeeded", done.error
     assert done.outputs == {"poem": "ok!"}

@@ -51,6 +51,7 @@ class StepState:
 class DbRun:
     def __init__(self, run_id: int, worker_id: str, lease_s: float):
         self.run_id, self.worker_id, self.lease_s = run_id, worker_id, lease_s
+        self._pending: list[dict] = []
 
     def _owned(self):
         return (WorkflowRun.id == self.run_id) & (WorkflowRun.lease_owner == self.worker_id) & (
@@ -70,6 +71,7 @@ class DbRun:
                 lease_expires_at=utcnow() + timedelta(seconds=self.lease_s))).rowcount
             if not renewed:
                 raise LeaseLost(self.run_id)
+            self._flush(s)
             return not s.scalar(select(WorkflowRun.cancel_requested).where(WorkflowRun.id == self.run_id))
 
     def begin(self, node_id: str, node_type: str, attempt: int, value: Any) -> None:
@@ -77,6 +79,7 @@ class DbRun:
             write_lock(s)
             if not s.scalar(select(WorkflowRun.id).where(self._owned())):
                 raise LeaseLost(self.run_id)
+            self._flush(s)
             step = s.scalar(select(WorkflowStep).where(WorkflowStep.run_id == self.run_id,
                                                        WorkflowStep.node_id == node_id))
             if step is None:
@@ -91,11 +94,38 @@ class DbRun:
         values = dict(status=status, output=inline, output_file=file, logs=payloads.cap_logs(logs), error=error,
                       finished_at=utcnow() if status not in ("retrying", "waiting") else None)
         with db.transaction() as s:
+            if self._pending:
+                write_lock(s)
+                self._flush(s)
             done = s.execute(update(WorkflowStep).where(
                 WorkflowStep.run_id == self.run_id, WorkflowStep.node_id == node_id,
                 WorkflowStep.attempt == attempt).values(**values)).rowcount
             if not done and attempt == 0:  # a step decided without running (skipped, cancelled)
                 s.add(WorkflowStep(run_id=self.run_id, node_id=node_id, node_type=node_type, attempt=0, **values))
+
+    def record(self, node_id: str, node_type: str, attempt: int, value: Any, status: str, output: Any = None,
+               logs: str | None = None, error: str | None = None, started=None) -> None:
+        """A pure node's whole attempt. It is written with the run's next write (the next step's start,
+        or the run's end): nothing it did outside could be repeated by a crash, only recomputed."""
+        inline, file = payloads.store_output(self.run_id, node_id, output) if status == "succeeded" else (None, None)
+        self._pending.append(dict(node_id=node_id, node_type=node_type, status=status, attempt=attempt,
+                                  input=payloads.preview(value), output=inline, output_file=file,
+                                  logs=payloads.cap_logs(logs), error=error, started_at=started, finished_at=utcnow()))
+
+    def _flush(self, s) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        existing = {st.node_id: st for st in s.scalars(select(WorkflowStep).where(
+            WorkflowStep.run_id == self.run_id, WorkflowStep.node_id.in_([p["node_id"] for p in pending])))}
+        for values in pending:
+            step = existing.get(values["node_id"])
+            if step is None:
+                s.add(WorkflowStep(run_id=self.run_id, **values))
+            else:
+                for key, value in values.items():
+                    setattr(step, key, value)
+        s.flush()
 
     def approval(self, node_id: str, message: str) -> dict | None:
         with db.transaction() as s:
@@ -121,6 +151,7 @@ class DbRun:
                 lease_expires_at=None)).rowcount
             if not done:
                 raise LeaseLost(self.run_id)
+            self._flush(s)
             if status == "failed":
                 run = s.get(WorkflowRun, self.run_id)
                 existing = s.scalar(select(WorkflowDeadLetter).where(WorkflowDeadLetter.run_id == self.run_id))
@@ -132,12 +163,14 @@ class DbRun:
     def pause(self) -> None:
         """Waiting on an approval: let go of the run until someone decides."""
         with db.transaction() as s:
+            self._flush(s)
             s.execute(update(WorkflowRun).where(self._owned()).values(
                 status="waiting", lease_owner=None, lease_expires_at=None))
 
     def release(self) -> None:
         """The worker is stopping: put the run back in the queue for the next one, at once."""
         with db.transaction() as s:
+            self._flush(s)
             s.execute(update(WorkflowRun).where(self._owned()).values(
                 status="queued", lease_owner=None, lease_expires_at=None))
 
@@ -163,6 +196,11 @@ class MemoryRun:
     def end(self, node_id, attempt, status, output=None, logs=None, error=None, node_type="") -> None:
         rec = self.records.setdefault(node_id, {"node_id": node_id, "type": node_type, "input": None})
         rec.update(status=status, output=payloads.jsonable(output), logs=logs, error=error)
+
+    def record(self, node_id, node_type, attempt, value, status, output=None, logs=None, error=None,
+               started=None) -> None:
+        self.records[node_id] = {"node_id": node_id, "type": node_type, "input": value, "status": status,
+                                 "output": payloads.jsonable(output), "logs": logs, "error": error}
 
     def approval(self, node_id, message):
         return {"status": "approved", "by": "dry run", "comment": None}

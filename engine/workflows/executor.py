@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from engine import db
 from engine.dbtypes import utcnow
@@ -76,6 +76,7 @@ class RunExecution:
                 st.status = "pending"
         self.estimated: list = []
         self._lock = threading.Lock()
+        self._failed: tuple[str, str] | None = None
 
     # --- what templates see -------------------------------------------------------------------
 
@@ -148,8 +149,25 @@ class RunExecution:
             raise box["error"]
         return box["result"]
 
+    def _execute_pure(self, n: specs.NodeSpec, node_type: nodes.NodeType, extra: dict | None) -> _Outcome:
+        attempt = (self.states[n.id].attempt if n.id in self.states else 0) + 1
+        started, prepared = utcnow(), None
+        variables = {**self.variables(), **(extra or {})}
+        try:
+            prepared = self._prepare(node_type, n.params, variables)
+            result = node_type.run(self._context(n.id, attempt, variables, n.timeout_s),
+                                   nodes.parse_params(node_type, prepared))
+        except MeterbookError as exc:  # InvalidInput from a template, NodeFailed from the node
+            self.store.record(n.id, n.type, attempt, prepared, "failed", error=str(exc), started=started)
+            return _Outcome("failed", error=str(exc))
+        self.store.record(n.id, n.type, attempt, prepared, "succeeded", output=result.output, logs=result.logs,
+                          started=started)
+        return _Outcome("succeeded", result.output, result.branch)
+
     def execute_node(self, n: specs.NodeSpec, extra: dict | None = None) -> _Outcome:
         node_type = nodes.get(n.type)
+        if node_type.pure:
+            return self._execute_pure(n, node_type, extra)
         attempt = self.states[n.id].attempt if n.id in self.states else 0
         for k in range(n.retry.max_attempts):
             attempt += 1
@@ -219,6 +237,7 @@ class RunExecution:
                     self.cancelled.set()
                 if not (cancelled or failure or stopping):
                     self._schedule(pool, running)
+                    failure = failure or self._failed
                 if not running:
                     break
                 done, _ = wait(list(running), timeout=POLL_S if not self.cancelled.is_set() else STOP_GRACE_S,
@@ -251,7 +270,14 @@ class RunExecution:
                 met = [self._need(x) for x in n.needs]
                 if any(m is False for m in met):
                     self._mark(n.id, "skipped")
-                    self.store.end(n.id, 0, "skipped", node_type=n.type)
+                    self.store.record(n.id, n.type, 0, None, "skipped")
+                    changed = True
+                elif all(m is True for m in met) and nodes.get(n.type).pure:
+                    outcome = self.execute_node(n)  # quick and bounded: no thread hand-off
+                    self._mark(n.id, outcome.status, outcome)
+                    if outcome.status == "failed" and n.on_error == "fail":
+                        self._failed = (n.id, outcome.error or "failed")
+                        return
                     changed = True
                 elif all(m is True for m in met) and len(running) < MAX_PARALLEL:
                     running[pool.submit(self.execute_node, n)] = n.id
@@ -319,25 +345,18 @@ def claim(worker_id: str, *, lease_s: float = LEASE_S, run_id: int | None = None
             # The condition is checked again in the UPDATE itself: of two workers, one wins.
             got = s.execute(update(WorkflowRun).where(WorkflowRun.id == candidate, _claimable(now)).values(
                 status="running", lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=lease_s),
-                claims=WorkflowRun.claims + 1)).rowcount
+                claims=WorkflowRun.claims + 1, started_at=func.coalesce(WorkflowRun.started_at, now))).rowcount
             if got:
-                run = s.get(WorkflowRun, candidate)
-                if run.started_at is None:
-                    run.started_at = now
                 return candidate
     return None
 
 
 def execute(run_id: int, worker_id: str, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> str:
     """Run a claimed run to its end (or pause); returns its status, or "lost" if another worker took it."""
-    with db.transaction() as s:
-        write_lock(s)
+    with db.read_session() as s:
         run = s.get(WorkflowRun, run_id)
-        version = s.get(WorkflowVersion, run.version_id)
-        spec = specs.from_stored(version.spec)
-        if run.deadline_at is None:
-            run.deadline_at = (run.started_at or utcnow()) + timedelta(seconds=spec.timeout_s)
-        deadline = run.deadline_at.timestamp()
+        spec = specs.from_stored(s.get(WorkflowVersion, run.version_id).spec)
+        deadline = (run.started_at or utcnow()).timestamp() + spec.timeout_s
         actor = Actor(run.user_id or 0, run.workspace_id)
         info = {"id": run.id, "claims": run.claims, "trigger": run.trigger}
         inputs, project_id = dict(run.inputs or {}), run.project_id

@@ -86,7 +86,6 @@ class WorkflowRun(Base):
     lease_expires_at: Mapped[datetime | None]
     claims: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default=sa_false())
-    deadline_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

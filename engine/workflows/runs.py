@@ -242,7 +242,8 @@ def retry(actor: Actor, run_id: int) -> RunView:
         s.execute(sa_delete(WorkflowApproval).where(WorkflowApproval.run_id == run.id,
                                                     WorkflowApproval.status == "rejected"))
         run.status, run.error, run.failed_node, run.finished_at = "queued", None, None, None
-        run.cancel_requested, run.deadline_at, run.outputs = False, None, None
+        # started_at again: the run's time limit counts from this new start
+        run.cancel_requested, run.started_at, run.outputs = False, None, None
         s.execute(update(WorkflowDeadLetter).where(WorkflowDeadLetter.run_id == run.id).values(dismissed=True))
         audit.record_for(s, actor, "workflow.retry", "workflow_run", run.id)
         s.flush()

@@ -84,7 +84,6 @@ def upgrade() -> None:
     sa.Column('lease_expires_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('claims', sa.Integer(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), server_default=sa.false(), nullable=False),
-    sa.Column('deadline_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('started_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=True),
     sa.Column('finished_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=True),

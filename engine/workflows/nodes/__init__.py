@@ -77,6 +77,9 @@ class NodeType:
     branches: Callable[[dict], set[str]] | None = None
     lazy: frozenset[str] = frozenset()  # params the node fills in itself (map's steps, per item)
     verbatim: frozenset[str] = frozenset()  # params that are never templates (python's code)
+    # Pure: no side effects and bounded work (sandboxed templates cap their loops), so the
+    # executor runs it in its own thread, without a timeout thread, checkpointed once, at the end.
+    pure: bool = False
     check: Callable[[dict], list[str]] | None = None  # more checks at save, beyond the params' keys
     summary: str = ""
 

@@ -80,9 +80,9 @@ def _switch_branches(params: dict) -> set[str]:
     return {str(c) for c in cases} | {"default"} if isinstance(cases, list) else {"default"}
 
 
-register(NodeType("transform", TransformParams, run_transform, check=_check_paths,
+register(NodeType("transform", TransformParams, run_transform, check=_check_paths, pure=True,
                   summary="reshape data with a template or JSONPath"))
-register(NodeType("condition", ConditionParams, run_condition, branches=lambda _p: {"then", "else"},
+register(NodeType("condition", ConditionParams, run_condition, branches=lambda _p: {"then", "else"}, pure=True,
                   summary="if/else: dependants need node:then or node:else"))
-register(NodeType("switch", SwitchParams, run_switch, branches=_switch_branches,
+register(NodeType("switch", SwitchParams, run_switch, branches=_switch_branches, pure=True,
                   summary="route to the branch named by a value (or default)"))
