@@ -340,6 +340,10 @@ def claim(worker_id: str, *, lease_s: float = LEASE_S, run_id: int | None = None
     with db.read_session() as s:
         q = select(WorkflowRun.id).where(_claimable(now)).order_by(WorkflowRun.id).limit(8)
         candidates = [run_id] if run_id is not None else list(s.scalars(q))
+    if len(candidates) > 1:
+        # Workers polling together would all race for the oldest run; each tries the few oldest
+        # in its own order instead, so most claims succeed at the first UPDATE.
+        random.shuffle(candidates)
     for candidate in candidates:
         with db.transaction() as s:
             # The condition is checked again in the UPDATE itself: of two workers, one wins.

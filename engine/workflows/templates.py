@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta
@@ -22,6 +23,17 @@ _env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_tr
 _env.filters["tojson"] = lambda v, indent=None: json.dumps(v, indent=indent, default=str)
 _env.filters["fromjson"] = lambda s: json.loads(s)
 _ONE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.S)
+
+
+@lru_cache(maxsize=4096)
+def _expression(source: str):
+    # Compiled once: runs of one workflow fill in the same templates again and again.
+    return _env.compile_expression(source, undefined_to_none=False)
+
+
+@lru_cache(maxsize=4096)
+def _template(source: str):
+    return _env.from_string(source)
 
 
 def strings(value: Any, path: tuple = ()):
@@ -56,11 +68,11 @@ def render(value: Any, context: dict[str, Any], *, where: str = "") -> Any:
     try:
         one = _ONE_EXPRESSION.match(value)
         if one:
-            result = _env.compile_expression(one["expr"], undefined_to_none=False)(**context)
+            result = _expression(one["expr"])(**context)
             if isinstance(result, Undefined):
                 str(result)  # StrictUndefined raises here, naming what was missing
             return result
-        return _env.from_string(value).render(context)
+        return _template(value).render(context)
     except TemplateError as exc:
         label = f" in {where}" if where else ""
         raise InvalidInput(f"The template{label} cannot be filled in: {exc.message or exc}.") from None
