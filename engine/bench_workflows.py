@@ -35,7 +35,7 @@ def _chain(name: str, n: int, node: str) -> str:
 
 
 def _python40(actor) -> float | None:
-    from engine.workflows import executor, runs, store
+    from engine.workflows import runs, store, worker
 
     try:
         import engine.workflows.python_sandbox  # noqa: F401
@@ -44,33 +44,33 @@ def _python40(actor) -> float | None:
     wf = store.create(actor, _chain("python40", 40, "python"))
     started = time.perf_counter()
     run = runs.trigger(actor, wf.id)
-    executor.work_once("bench-python")
+    worker.work_once("bench-python")
     elapsed = time.perf_counter() - started
     return round(elapsed, 3) if runs.get_run(actor, run.id).status == "succeeded" else None
 
 
 def _overhead(actor, chains: int) -> float:
-    from engine.workflows import executor, runs, store
+    from engine.workflows import runs, store, worker
 
     wf = store.create(actor, _chain("transform40", 40, "transform"))
     per_node = []
     for _ in range(chains):
         started = time.perf_counter()
         run = runs.trigger(actor, wf.id)
-        executor.work_once("bench-transform")
+        worker.work_once("bench-transform")
         per_node.append((time.perf_counter() - started) * 1000 / 40)
         assert len(runs.steps(actor, run.id)) == 40
     return round(statistics.median(per_node), 3)
 
 
 def _throughput(actor, n: int) -> float:
-    from engine.workflows import executor, runs, store
+    from engine.workflows import runs, store, worker
 
     wf = store.create(actor, _chain("five", 5, "transform"))
     for _ in range(n):
         runs.trigger(actor, wf.id)
     started = time.perf_counter()
-    workers = [threading.Thread(target=executor.work_once, args=(f"bench-{i}",)) for i in range(2)]
+    workers = [threading.Thread(target=worker.work_once, args=(f"bench-{i}",)) for i in range(2)]
     for w in workers:
         w.start()
     for w in workers:

@@ -72,10 +72,10 @@ def _start_workflow_worker():
     """Until the sidecar exists, queued workflow runs are worked by a thread of ``up``."""
     import threading
 
-    from engine.workflows import executor
+    from engine.workflows import worker
 
     stop = threading.Event()
-    thread = threading.Thread(target=executor.work, args=(f"up-{os.getpid()}", stop), name="workflow-worker",
+    thread = threading.Thread(target=worker.work, args=(f"up-{os.getpid()}", stop), name="workflow-worker",
                               daemon=True)
     thread.start()
     return stop, thread

@@ -4,13 +4,11 @@ cancel, retry, approvals and dead letters."""
 
 from __future__ import annotations
 
-from decimal import Decimal
 
 import pytest
 
-from engine import db
 from engine.config import get_settings
-from engine.workflows import executor, runs, store
+from engine.workflows import runs, store, worker
 from providers.base import Result, Usage
 from tests import scripted_provider as scripted
 from tests.factories import PASSWORD, member, owner, scripted_routes
@@ -85,7 +83,7 @@ def test_run_with_inputs_then_watch_it_finish_with_its_cost(boss):
     [run] = runs.list_runs(boss)
     assert run.status == "queued" and run.inputs == {"topic": "green tea"}
     assert any(f"Run #{run.id} is queued" in s.value for s in at.success)
-    executor.work_once("page-test")
+    worker.work_once("page-test")
     at = open_page(RUNS, run=str(run.id))
     assert at.title[0].value == f"Run #{run.id}"
     metrics = {m.label: m.value for m in at.metric}
@@ -142,10 +140,10 @@ def test_a_viewer_sees_workflows_but_cannot_change_or_run_them(boss):
 def test_runs_page_filters_cancels_retries_and_replays(boss):
     wf = store.create(boss, "name: Fails\nnodes:\n  - {id: a, type: transform, params: {value: '{{ inputs.x }}'}}\n")
     failed = runs.trigger(boss, wf.id)
-    executor.work_once("w")
+    worker.work_once("w")
     other = store.create(boss, "name: Waits\nnodes:\n  - {id: ok, type: approval, params: {message: 'Ship it?'}}\n")
     waiting = runs.trigger(boss, other.id)
-    executor.work_once("w")
+    worker.work_once("w")
     at = open_page(RUNS)
     assert at.title[0].value == "Runs"
     assert "Ship it?" in markdown(at)

@@ -20,7 +20,7 @@ from engine.config import PROJECT_ROOT
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, PermissionDenied
 from engine.models import LedgerEntry
-from engine.workflows import executor, runs, store
+from engine.workflows import executor, runs, store, worker
 from engine.workflows.models import WorkflowDeadLetter, WorkflowRun, WorkflowStep
 from providers.base import Result, Usage
 from tests import scripted_provider as scripted
@@ -43,7 +43,7 @@ def make(actor, source: str):
 
 def run_now(actor, wf, inputs=None, **kw):
     run = runs.trigger(actor, wf.id, inputs, **kw)
-    executor.work_once("test-worker")
+    worker.work_once("test-worker")
     return runs.get_run(actor, run.id)
 
 
@@ -247,12 +247,12 @@ def test_cancelling_a_running_run_stops_it(ws):
     wf = make(ws, "name: long\nnodes:\n  - {id: wait, type: delay, params: {seconds: 60}}\n"
                   "  - {id: after, type: transform, needs: [wait], params: {value: 1}}\n")
     run = runs.trigger(ws, wf.id)
-    worker = threading.Thread(target=executor.work_once, args=("canceller",))
-    worker.start()
+    thread = threading.Thread(target=worker.work_once, args=("canceller",))
+    thread.start()
     _until(lambda: runs.get_run(ws, run.id).status == "running")
     runs.cancel(ws, run.id)
-    worker.join(timeout=20)
-    assert not worker.is_alive()
+    thread.join(timeout=20)
+    assert not thread.is_alive()
     done = runs.get_run(ws, run.id)
     assert done.status == "cancelled"
     assert step_map(ws, run.id)["wait"].status in ("failed", "cancelled")
@@ -263,7 +263,7 @@ def test_a_queued_run_is_cancelled_at_once(ws):
     wf = make(ws, "name: q\nnodes:\n  - {id: a, type: transform, params: {value: 1}}\n")
     run = runs.trigger(ws, wf.id)
     assert runs.cancel(ws, run.id).status == "cancelled"
-    assert executor.work_once("w") == 0
+    assert worker.work_once("w") == 0
     with pytest.raises(InvalidInput, match="already cancelled"):
         runs.cancel(ws, run.id)
 
@@ -283,8 +283,8 @@ from engine import db
 db.use_engine(db.make_engine(sys.argv[1]))
 from tests import scripted_provider
 scripted_provider.install()
-from engine.workflows import executor
-executor.work_once("doomed", lease_s=6)
+from engine.workflows import worker
+worker.work_once("doomed", lease_s=6)
 """
 
 
@@ -313,8 +313,8 @@ outputs: {poem: "{{ done }}"}
         child.wait()
     assert step_map(ws, run.id)["ask"].status == "succeeded"
     assert runs.get_run(ws, run.id).status == "running"  # nobody knows the worker died…
-    assert executor.claim("rescuer") is None  # …until its lease expires
-    _until(lambda: executor.work_once("rescuer") == 1, timeout=20)
+    assert worker.claim("rescuer") is None  # …until its lease expires
+    _until(lambda: worker.work_once("rescuer") == 1, timeout=20)
     done = runs.get_run(ws, run.id)
     assert done.status == "succeeded", done.error
     assert done.outputs == {"poem": "ok!"}
@@ -326,13 +326,13 @@ outputs: {poem: "{{ done }}"}
 def test_an_expired_lease_is_taken_over_and_the_old_worker_writes_nothing_more(ws):
     wf = make(ws, "name: lease\nnodes:\n  - {id: a, type: transform, params: {value: 1}}\n")
     run = runs.trigger(ws, wf.id)
-    assert executor.claim("first", lease_s=60) == run.id
-    assert executor.claim("second") is None
+    assert worker.claim("first", lease_s=60) == run.id
+    assert worker.claim("second") is None
     with db.transaction() as s:
         s.execute(update(WorkflowRun).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-    assert executor.claim("second") == run.id
-    assert executor.execute(run.id, "first") == "lost"
-    assert executor.execute(run.id, "second") == "succeeded"
+    assert worker.claim("second") == run.id
+    assert worker.execute(run.id, "first") == "lost"
+    assert worker.execute(run.id, "second") == "succeeded"
 
 
 def test_retry_from_the_failed_node_keeps_the_succeeded_steps(ws):
@@ -351,7 +351,7 @@ nodes:
     with db.transaction() as s:  # fix what the step needs (here: the input), then retry the same run
         s.get(WorkflowRun, run.id).inputs = {"ok": True}
     runs.retry(ws, run.id)
-    executor.work_once("w")
+    worker.work_once("w")
     again = runs.get_run(ws, run.id)
     assert again.status == "succeeded" and len(scripted.CALLS) == 1
     assert runs.dead_letters(ws) == []
@@ -364,7 +364,7 @@ def test_a_dead_letter_replays_as_a_new_run(ws):
     new = runs.replay(ws, letter.id)
     assert new.id != run.id and new.trigger == "replay"
     assert runs.dead_letters(ws) == []
-    executor.work_once("w")
+    worker.work_once("w")
     assert len(runs.dead_letters(ws)) == 1  # it failed again, and is listed again
 
 
@@ -379,9 +379,9 @@ nodes:
     assert run.status == "waiting"
     [pending] = runs.pending_approvals(ws)
     assert pending.message == "Send it?" and pending.run_id == run.id
-    assert executor.work_once("w") == 0  # no worker holds a waiting run
+    assert worker.work_once("w") == 0  # no worker holds a waiting run
     runs.decide(ws, pending.id, True, "looks good")
-    executor.work_once("w")
+    worker.work_once("w")
     done = runs.get_run(ws, run.id)
     assert done.status == "succeeded"
     assert step_map(ws, run.id)["send"].output == "sent by Olivia Owner"
@@ -391,7 +391,7 @@ def test_a_rejection_fails_the_approval_step(ws):
     wf = make(ws, "name: rej\nnodes:\n  - {id: ok, type: approval, params: {message: 'go?'}}\n")
     run = run_now(ws, wf)
     runs.decide(ws, runs.pending_approvals(ws)[0].id, False, "no")
-    executor.work_once("w")
+    worker.work_once("w")
     done = runs.get_run(ws, run.id)
     assert done.status == "failed" and "Rejected by Olivia Owner: no" in done.error
 

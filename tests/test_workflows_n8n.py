@@ -9,7 +9,7 @@ import pytest
 
 from engine.config import PROJECT_ROOT
 from engine.errors import InvalidInput
-from engine.workflows import executor, n8n, runs, spec as specs, store
+from engine.workflows import n8n, runs, spec as specs, store, worker
 from tests.factories import owner
 
 FLOW = (PROJECT_ROOT / "tests" / "data" / "n8n_lead_flow.json").read_text()
@@ -46,7 +46,7 @@ def test_the_imported_workflow_saves_and_its_logic_runs(sqlite_database, data_di
     flow["connections"] = {k: v for k, v in flow["connections"].items() if k in ("Webhook", "Set fields")}
     wf = store.create(actor, n8n.convert(json.dumps(flow)).source)
     run = runs.trigger(actor, wf.id, {"body": {"body": {"email": "a@b.c", "score": 80}}})
-    executor.work_once("n8n")
+    worker.work_once("n8n")
     done = runs.get_run(actor, run.id)
     assert done.status == "succeeded", done.error
     steps = {s.node_id: s for s in runs.steps(actor, run.id)}

@@ -16,7 +16,7 @@ from engine import db
 from engine.config import get_settings
 from engine.errors import InvalidInput, PermissionDenied
 from engine.models import Asset, AuditEvent, LedgerEntry, ProviderConnection, RouteTarget
-from engine.workflows import credentials, executor, runs, store
+from engine.workflows import credentials, runs, store, worker
 from engine.workflows.models import WorkflowStep
 from providers.base import Result, Usage
 from tests import scripted_provider as scripted
@@ -46,7 +46,7 @@ def target():
 def run(actor, source: str, inputs=None):
     wf = store.create(actor, source)
     view = runs.trigger(actor, wf.id, inputs)
-    executor.work_once("nodes")
+    worker.work_once("nodes")
     done = runs.get_run(actor, view.id)
     return done, {s.node_id: s for s in runs.steps(actor, view.id)}
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from engine import db
 from engine.config import get_settings
 from engine.models import LedgerEntry
-from engine.workflows import executor, library, runs
+from engine.workflows import library, runs, worker
 from providers.base import Result, Usage
 from tests import scripted_provider as scripted
 from tests.factories import owner, scripted_routes
@@ -49,7 +49,7 @@ def inbox(monkeypatch):
 def run(actor, template_id, inputs):
     wf = library.install(actor, template_id)
     view = runs.trigger(actor, wf.id, inputs)
-    executor.work_once("templates")
+    worker.work_once("templates")
     return runs.get_run(actor, view.id), {s.node_id: s for s in runs.steps(actor, view.id)}
 
 

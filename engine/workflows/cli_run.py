@@ -49,18 +49,18 @@ def parse_inputs(pairs: list[str]) -> dict[str, str]:
 
 def run(args) -> int:
     from engine import migrate
-    from engine.workflows import executor, runs
+    from engine.workflows import runs, worker
 
     migrate.upgrade()
     actor = actor_for(args.workspace, args.user)
     view = runs.trigger_by_name(actor, args.workflow, parse_inputs(args.input or []), trigger="cli",
                                 idempotency_key=args.idempotency_key)
-    worker = f"cli-{os.getpid()}"
+    worker_id = f"cli-{os.getpid()}"
     stop = threading.Event()
     status = runs.status_of(view.id)
-    if status in ("queued", "running") and executor.claim(worker, run_id=view.id):
+    if status in ("queued", "running") and worker.claim(worker_id, run_id=view.id):
         try:
-            status = executor.execute(view.id, worker, stop=stop)
+            status = worker.execute(view.id, worker_id, stop=stop)
         except KeyboardInterrupt:
             stop.set()
             status = "interrupted"

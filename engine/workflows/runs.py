@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from engine import audit, db
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
-from engine.models import LedgerEntry, User
+from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
 from engine.workflows import payloads, spec as specs, store
 from engine.workflows.checkpoints import write_lock
@@ -422,11 +422,6 @@ def prune(days: int | None = None, *, now: datetime | None = None) -> int:
     for run_id in all_ids:
         payloads.remove_run_files(run_id)
     return len(all_ids)
-
-
-def approver_name(s: Session, user_id: int | None) -> str:
-    user = s.get(User, user_id) if user_id else None
-    return user.name if user else "—"
 
 
 def version_spec(actor: Actor, run_id: int) -> dict:
