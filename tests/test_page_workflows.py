@@ -172,3 +172,22 @@ def test_runs_page_filters_cancels_retries_and_replays(boss):
 def test_an_unknown_run_says_so(boss):
     at = open_page(RUNS, run="999")
     assert any("does not exist" in e for e in errors(at))
+
+
+def test_a_running_run_is_shown_live_and_can_be_cancelled(boss):
+    wf = store.create(boss, "name: Slow\nnodes:\n  - {id: w, type: delay, params: {seconds: 60}}\n")
+    run = runs.trigger(boss, wf.id)
+    assert worker.claim("elsewhere") == run.id  # a worker in another process holds it
+    at = open_page(RUNS, run=str(run.id))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "running" and metrics["Cost"] == "$0.0000"
+    at.button(key="run_cancel").click().run()
+    no_exceptions(at)
+    assert runs.get_run(boss, run.id).cancel_requested
+    assert any("Cancelling" in w.value for w in at.warning)
+
+
+def test_the_runs_page_without_runs_says_what_to_do(boss):
+    at = open_page(RUNS)
+    assert any("No runs match these filters" in i.value for i in at.info)
+    assert any("No failed runs are waiting" in c.value for c in at.caption)
