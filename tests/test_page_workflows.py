@@ -191,3 +191,14 @@ def test_the_runs_page_without_runs_says_what_to_do(boss):
     at = open_page(RUNS)
     assert any("No runs match these filters" in i.value for i in at.info)
     assert any("No failed runs are waiting" in c.value for c in at.caption)
+
+
+def test_an_admin_adds_a_credential_and_sees_only_its_last_four(boss):
+    at = open_page()
+    inputs = {t.label: t for t in at.text_input}
+    inputs["Name"].input("crm")
+    inputs["Secret value"].input("sk-live-abcdefghijkl-4321")
+    at.button(key="FormSubmitter:wf_new_credential-Add credential").click().run()
+    no_exceptions(at)
+    assert "`crm` · Authorization: Bearer sk-…4321" in markdown(at)
+    assert "abcdefghijkl" not in markdown(at)

@@ -469,3 +469,22 @@ nodes:
     with db.read_session() as s:
         assert s.scalars(select(LedgerEntry)).all() == []
         assert s.scalars(select(WorkflowDeadLetter)).all() == []
+
+
+def test_another_workspace_cannot_see_or_touch_runs(ws):
+    from engine import accounts
+    from engine.errors import NotFound
+    from engine.permissions import Actor
+
+    wf = make(ws, "name: mine\nnodes:\n  - {id: ok, type: approval, params: {message: 'go?'}}\n")
+    run = run_now(ws, wf)
+    user = accounts.create_user("eve@example.com", "Eve", "a long enough passphrase")
+    eve = Actor(user.id, accounts.create_workspace(user.id, "Elsewhere").id)
+    approval = runs.pending_approvals(ws)[0]
+    for attempt in (lambda: runs.get_run(eve, run.id), lambda: runs.cancel(eve, run.id),
+                    lambda: runs.trigger(eve, wf.id), lambda: runs.decide(eve, approval.id, True),
+                    lambda: store.get(eve, wf.id), lambda: store.delete(eve, wf.id)):
+        with pytest.raises(NotFound):
+            attempt()
+    assert runs.list_runs(eve) == [] and runs.pending_approvals(eve) == [] and store.list_workflows(eve) == []
+    assert runs.get_run(ws, run.id).status == "waiting"
