@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 
 from engine import db
 from engine.dbtypes import utcnow
@@ -52,6 +52,7 @@ class DbRun:
     def __init__(self, run_id: int, worker_id: str, lease_s: float):
         self.run_id, self.worker_id, self.lease_s = run_id, worker_id, lease_s
         self._pending: list[dict] = []
+        self._known: set[str] = set()  # node ids that have a step row
 
     def _owned(self):
         return (WorkflowRun.id == self.run_id) & (WorkflowRun.lease_owner == self.worker_id) & (
@@ -60,6 +61,7 @@ class DbRun:
     def steps(self) -> dict[str, StepState]:
         with db.read_session() as s:
             rows = s.scalars(select(WorkflowStep).where(WorkflowStep.run_id == self.run_id)).all()
+        self._known = {r.node_id for r in rows}
         return {r.node_id: StepState(r.node_id, r.status, r.attempt,
                                      payloads.load_output(r.output, r.output_file) if r.status == "succeeded" else None,
                                      r.error) for r in rows}
@@ -85,6 +87,7 @@ class DbRun:
             if step is None:
                 step = WorkflowStep(run_id=self.run_id, node_id=node_id, node_type=node_type)
                 s.add(step)
+            self._known.add(node_id)
             step.status, step.attempt, step.input, step.error = "running", attempt, payloads.preview(value), None
             step.output, step.output_file, step.started_at, step.finished_at = None, None, utcnow(), None
 
@@ -101,6 +104,7 @@ class DbRun:
                 WorkflowStep.run_id == self.run_id, WorkflowStep.node_id == node_id,
                 WorkflowStep.attempt == attempt).values(**values)).rowcount
             if not done and attempt == 0:  # a step decided without running (skipped, cancelled)
+                self._known.add(node_id)
                 s.add(WorkflowStep(run_id=self.run_id, node_id=node_id, node_type=node_type, attempt=0, **values))
 
     def record(self, node_id: str, node_type: str, attempt: int, value: Any, status: str, output: Any = None,
@@ -116,16 +120,15 @@ class DbRun:
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        existing = {st.node_id: st for st in s.scalars(select(WorkflowStep).where(
-            WorkflowStep.run_id == self.run_id, WorkflowStep.node_id.in_([p["node_id"] for p in pending])))}
-        for values in pending:
-            step = existing.get(values["node_id"])
-            if step is None:
-                s.add(WorkflowStep(run_id=self.run_id, **values))
-            else:
-                for key, value in values.items():
-                    setattr(step, key, value)
-        s.flush()
+        # Core statements, not the ORM's unit of work: this is on every run's path.
+        new = [dict(run_id=self.run_id, **p) for p in pending if p["node_id"] not in self._known]
+        if new:
+            s.execute(insert(WorkflowStep.__table__), new)
+        for values in (p for p in pending if p["node_id"] in self._known):
+            s.execute(update(WorkflowStep.__table__).where(
+                WorkflowStep.__table__.c.run_id == self.run_id,
+                WorkflowStep.__table__.c.node_id == values["node_id"]).values(**values))
+        self._known.update(p["node_id"] for p in pending)
 
     def approval(self, node_id: str, message: str) -> dict | None:
         with db.transaction() as s:
