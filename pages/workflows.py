@@ -260,7 +260,9 @@ def run_section(view: store.WorkflowView, spec: specs.WorkflowSpec) -> None:
     st.subheader("Run")
     if source_changed(view):
         st.caption("Runs use the saved version; save your changes first to run them.")
-    saved_spec = specs.parse(view.source)
+    saved_spec = ui.attempt(lambda: specs.parse(view.source))
+    if saved_spec is None:  # saved before a node type it uses was removed: fix and save it first
+        return
     with st.form("wf_run_form"):
         values = input_widgets(saved_spec, "wf_input")
         with st.container(horizontal=True):
