@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import duckdb
 import polars as pl
 
-from analytics.views import LATENCY_BUCKET_SQL, LATENCY_GAMMA
+from analytics.views import LATENCY_BUCKET_SQL, LATENCY_COARSE, LATENCY_GAMMA
 
 PERIODS: dict[str, str] = {
     "today": "Today",
@@ -225,10 +225,16 @@ def _dimensions(f: Filters, p: _Params) -> list[str]:
 
 def _where(f: Filters, p: _Params, start: datetime | None = None, end: datetime | None = None,
            column: str = "created_at") -> str:
-    """``column`` in ``[start, end)`` (the period by default) and the filters' dimensions."""
+    """``column`` in ``[start, end)`` (the period by default) and the filters' dimensions.
+
+    On ``created_at`` the rows are the ledger's, and the condition is for ``ledger_by_month``.
+    """
     start = f.period.start if start is None else start
     end = f.period.end if end is None else end
-    return " AND ".join([f"{column} >= {p(_utc(start))}", f"{column} < {p(_utc(end))}", *_dimensions(f, p)])
+    bounds = [f"{column} >= {p(_utc(start))}", f"{column} < {p(_utc(end))}"]
+    if column == "created_at":  # ledger rows, read from ``ledger_by_month``: open only these months' files
+        bounds += [f"month >= {p(f'{start.astimezone(UTC):%Y-%m}')}", f"month <= {p(f'{end.astimezone(UTC):%Y-%m}')}"]
+    return " AND ".join([*bounds, *_dimensions(f, p)])
 
 
 # Most questions are sums, which the warehouse keeps per UTC hour and dimension key
@@ -265,7 +271,7 @@ def _facts(f: Filters, p: _Params, start: datetime | None = None, end: datetime 
     hourly_sums = ", ".join(f"({HOURLY_FACTS.get(c, c)})::{t} AS {c}" for c, t in FACT_SUMS.items())
 
     def raw(lo: datetime, hi: datetime) -> str:
-        return f"SELECT created_at AS ts, {keys}, {raw_sums} FROM ledger WHERE {_where(f, p, lo, hi)}"
+        return f"SELECT created_at AS ts, {keys}, {raw_sums} FROM ledger_by_month WHERE {_where(f, p, lo, hi)}"
 
     first_hour = start.replace(minute=0, second=0, microsecond=0)
     first_hour += HOUR if first_hour < start else timedelta(0)
@@ -297,7 +303,7 @@ def _latency(f: Filters, p: _Params, keys: str = "", start: datetime | None = No
     cols = f"{keys}, " if keys else ""
 
     def raw(lo: datetime, hi: datetime) -> str:
-        return (f"SELECT {cols}{LATENCY_BUCKET_SQL} AS latency_bucket, 1 AS calls FROM ledger "
+        return (f"SELECT {cols}{LATENCY_BUCKET_SQL} AS latency_bucket, 1 AS calls FROM ledger_by_month "
                 f"WHERE {_where(f, p, lo, hi)} AND status = 'ok' AND latency_ms IS NOT NULL")
 
     first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -305,13 +311,26 @@ def _latency(f: Filters, p: _Params, keys: str = "", start: datetime | None = No
     last_day = end.replace(hour=0, minute=0, second=0, microsecond=0)
     if f.workflow_run_id is not None or f.cached or first_day >= last_day:
         return f"({raw(start, end)})"
-    parts = [f"SELECT {cols}latency_bucket, calls FROM ledger_latency_daily "
+    parts = [f"SELECT {cols}latency_bucket, calls FROM {_latency_source(f, keys)} "
              f"WHERE {_where(f, p, first_day, last_day, 'day')} AND status = 'ok'"]
     if start < first_day:
         parts.append(raw(start, first_day))
     if last_day < end:
         parts.append(raw(last_day, end))
     return "(" + " UNION ALL ".join(parts) + ")"
+
+
+def _latency_source(f: Filters, keys: str) -> str:
+    """The smallest daily latency histogram that holds ``keys`` and every key the filters name."""
+    needed = {k.strip() for k in keys.split(",") if k.strip()} | {"status"}
+    for column in ("client_id", "project_id", "user_id", "kind", "tag"):
+        if getattr(f, column) is not None:
+            return "ledger_latency_daily"
+    needed |= {c for c in ("provider", "model") if getattr(f, c) is not None}
+    for name, have in LATENCY_COARSE.items():
+        if needed <= set(have):
+            return f"ledger_{name}"
+    return "ledger_latency_daily"
 
 
 def _percentiles(histogram: str, keys: str = "") -> str:
@@ -460,7 +479,7 @@ def top(con: duckdb.DuckDBPyConnection, f: Filters, dimension: str, limit: int =
     """
     p = _Params()
     if dimension == "workflow_run":  # not a rollup key: read the ledger, skipping the many rows without a run
-        source = (f"(SELECT workflow_run_id AS key, cost, 1 AS calls FROM ledger "
+        source = (f"(SELECT workflow_run_id AS key, cost, 1 AS calls FROM ledger_by_month "
                   f"WHERE {_where(f, p)} AND workflow_run_id IS NOT NULL)")
     elif dimension in ("project", "user"):
         source = f"(SELECT coalesce({dimension}_id, {UNASSIGNED}) AS key, cost, calls FROM {_facts(f, p)})"
@@ -511,7 +530,7 @@ def cached_usage_within(con: duckdb.DuckDBPyConnection, f: Filters, hours: list[
     return _frame(con, (
         f"SELECT provider, model, min(created_at) AS priced_at, "
         f"sum(cached_input_tokens)::BIGINT AS cached_input_tokens, sum(cache_write_tokens)::BIGINT AS cache_write_tokens, "
-        f"count(*) AS calls FROM ledger "
+        f"count(*) AS calls FROM ledger_by_month "
         f"WHERE {_where(f, p)} AND (cached_input_tokens > 0 OR cache_write_tokens > 0) "
         f"AND list_contains({p(list(models))}::VARCHAR[], model) "
         f"AND list_contains({p([_utc(h) for h in hours])}::TIMESTAMP[], date_trunc('hour', created_at)) "
@@ -537,8 +556,29 @@ class Rows:
 
 def count_rows(con: duckdb.DuckDBPyConnection, f: Filters) -> int:
     p = _Params()
-    [(n,)] = con.sql(f"SELECT count(*) FROM ledger WHERE {_where(f, p)}", params=p.values).fetchall()
+    [(n,)] = con.sql(f"SELECT coalesce(sum(calls), 0)::BIGINT FROM {_facts(f, p)}", params=p.values).fetchall()
     return n
+
+
+def _newest_hours_start(con: duckdb.DuckDBPyConnection, f: Filters, needed: int) -> datetime | None:
+    """The latest UTC hour from which the period's newest ``needed`` rows all lie, read from the rollup.
+
+    Only the period's whole hours are counted, so the rows from that hour on are at least as many
+    as counted, and any row before it is older than all of them: a newest-first page needs none of
+    the older rows. None when the rollup cannot tell (too few rows, or a filter it does not hold).
+    """
+    start, end = f.period.start, f.period.end
+    first_hour = start.replace(minute=0, second=0, microsecond=0)
+    first_hour += HOUR if first_hour < start else timedelta(0)
+    last_hour = end.replace(minute=0, second=0, microsecond=0)
+    if f.workflow_run_id is not None or f.cached or first_hour >= last_hour or needed <= 0:
+        return None
+    p = _Params()
+    found = con.sql(
+        f"SELECT hour FROM (SELECT hour, sum(sum(calls)) OVER (ORDER BY hour DESC) AS newer FROM ledger_hourly "
+        f"WHERE {_where(f, p, first_hour, last_hour, 'hour')} GROUP BY hour) "
+        f"WHERE newer >= {p(needed)} ORDER BY hour DESC LIMIT 1", params=p.values).fetchall()
+    return found[0][0].replace(tzinfo=UTC) if found else None
 
 
 def rows(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, offset: int = 0) -> Rows:
@@ -548,8 +588,10 @@ def rows(con: duckdb.DuckDBPyConnection, f: Filters, limit: int, offset: int = 0
         {"user": "u.name AS user", "project": "pr.name AS project", "client": "c.name AS client"}.get(c, f"l.{c}")
         for c in ROW_COLUMNS
     )
+    # Read only the hours that hold the page: at ten million rows, sorting a month to show fifty is most of the work.
+    start = _newest_hours_start(con, f, limit + offset) or f.period.start
     frame = _frame(con, (
-        f"SELECT {columns} FROM (SELECT * FROM ledger WHERE {_where(f, p)} "
+        f"SELECT {columns} FROM (SELECT * EXCLUDE (month) FROM ledger_by_month WHERE {_where(f, p, start=max(start, f.period.start))} "
         f"ORDER BY created_at DESC, id DESC LIMIT {p(limit)} OFFSET {p(offset)}) l "
         f"LEFT JOIN users u ON u.id = l.user_id LEFT JOIN projects pr ON pr.id = l.project_id "
         f"LEFT JOIN clients c ON c.id = pr.client_id ORDER BY l.created_at DESC, l.id DESC"

@@ -23,6 +23,8 @@ ROLLUP_KEYS = ("workspace_id", "provider", "model", "project_id", "user_id", "ki
 LATENCY_GAMMA = 1.02
 LATENCY_BUCKET_SQL = f"CAST(round(ln(greatest(latency_ms, 1)) / ln({LATENCY_GAMMA})) AS INTEGER)"
 LATENCY_VALUE_SQL = f"exp(latency_bucket * ln({LATENCY_GAMMA}))"  # a bucket's middle, in ms
+# Coarser histograms for questions that need fewer keys: a quarter and a fortieth of the rows to read.
+LATENCY_COARSE = {"latency_overall": ("status",), "latency_by_model": ("provider", "model", "status")}  # smallest first
 
 
 @dataclass(frozen=True)
@@ -116,38 +118,80 @@ def latency_sql(source: str, columns: list[Column]) -> str:
             f"count(*) AS calls FROM {source} WHERE latency_ms IS NOT NULL GROUP BY ALL")
 
 
+def coarse_latency_sql(histogram: str, keys: tuple[str, ...]) -> str:
+    """``histogram`` (a latency histogram by day and ``ROLLUP_KEYS``) summed down to day, ``keys`` and bucket."""
+    cols = ", ".join(f'"{k}"' for k in ("day", *keys, "latency_bucket"))
+    return f"SELECT {cols}, CAST(sum(calls) AS BIGINT) AS calls FROM {histogram} GROUP BY ALL"
+
+
 def file_list(paths: list[Path] | list[str]) -> str:
     return "[" + ", ".join(f"'{p}'" for p in paths) + "]"
 
 
-def rollup_files_sql(files: list, known: set[str], columns: list[Column]) -> str:
-    """The rollup files as one relation with today's rollup columns (NULL where a file predates one)."""
+def by_schema(files: list, schemas: tuple[tuple[str, ...], ...] | list) -> list[tuple[set[str] | None, list]]:
+    """Runs of consecutive files with one column set, in order: each run is read by one ``read_parquet``.
+
+    ``union_by_name`` would read mixed sets in one go, but it reads every file's schema each time
+    a query is planned, which at forty files costs more than most queries take to run. Without
+    ``schemas`` (older callers) one run of unknown columns (None) is read by name.
+    """
+    if not schemas:
+        return [(None, list(files))] if files else []
+    runs: list[tuple[set[str] | None, list]] = []
+    for path, schema in zip(files, schemas):
+        if runs and runs[-1][0] == set(schema):
+            runs[-1][1].append(path)
+        else:
+            runs.append((set(schema), [path]))
+    return runs
+
+
+def _read(paths: list, have: set[str] | None, extra: str = "") -> str:
+    return f"read_parquet({file_list(paths)}{'' if have is not None else ', union_by_name=true'}{extra})"
+
+
+def rollup_files_sql(files: list, known: set[str], columns: list[Column], schemas: tuple = ()) -> str:
+    """The rollup files as one relation with today's rollup columns (NULL where a file predates one).
+
+    ``schemas``: the ledger columns of each file's rows (the manifest's), as ``files``.
+    """
     types = rollup_types(columns)
     if not files:
         return "SELECT " + ", ".join(f'CAST(NULL AS {t}) AS "{n}"' for n, t in types.items()) + " LIMIT 0"
-    have = set(rollup_types([c for c in columns if c.name in known]))
-    cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in types)
-    return f"SELECT {cols} FROM read_parquet({file_list(files)}, union_by_name=true)"
+    parts = []
+    for ledger_columns, paths in by_schema(files, schemas):
+        have = set(rollup_types([c for c in columns if c.name in (ledger_columns or known)]))
+        cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in types)
+        parts.append(f"SELECT {cols} FROM {_read(paths, ledger_columns)}")
+    return " UNION ALL ".join(parts)
 
 
-def latency_files_sql(files: list, columns: list[Column]) -> str:
-    """The latency histogram files as one relation."""
+def latency_files_sql(files: list, columns: list[Column], schemas: tuple = ()) -> str:
+    """The latency histogram files as one relation (``schemas`` as for ``rollup_files_sql``)."""
     present = {c.name for c in columns}
     names = ["day", *(k for k in ROLLUP_KEYS if k in present), "latency_bucket", "calls"]
+    types = {"day": "DATE", **rollup_types(columns), "latency_bucket": "INTEGER", "calls": "BIGINT"}
     if not files:
-        types = {"day": "DATE", **rollup_types(columns), "latency_bucket": "INTEGER", "calls": "BIGINT"}
         return "SELECT " + ", ".join(f'CAST(NULL AS {types[n]}) AS "{n}"' for n in names) + " LIMIT 0"
-    quoted = ", ".join(f'"{n}"' for n in names)
-    return f"SELECT {quoted} FROM read_parquet({file_list(files)}, union_by_name=true)"
+    parts = []
+    for ledger_columns, paths in by_schema(files, schemas):
+        have = {"day", "latency_bucket", "calls"} | (ledger_columns if ledger_columns is not None else present)
+        cols = ", ".join(f'"{n}"' if n in have else f'CAST(NULL AS {types[n]}) AS "{n}"' for n in names)
+        parts.append(f"SELECT {cols} FROM {_read(paths, ledger_columns)}")
+    return " UNION ALL ".join(parts)
 
 
 @dataclass(frozen=True)
 class Exported:
-    """The exported rows' rollups, summed across files and kept in memory between connections."""
+    """The exported rows' rollups, summed across files and kept between connections as tables of the
+    process's shared in-memory DuckDB (``warehouse.connect``): native tables, sorted by time, so a
+    period's rows are found by their zone maps instead of a scan of everything kept."""
 
-    hourly: pa.Table
-    daily: pa.Table
-    latency: pa.Table
+    hourly: str  # table names in that database's main schema
+    daily: str
+    latency: str
+    latency_by_model: str  # ``latency`` summed over every key but provider, model and status
+    latency_overall: str  # and over those too: by day, status and bucket alone
 
 
 @dataclass(frozen=True)
@@ -166,6 +210,7 @@ class Snapshot:
     users: pa.Table
     columns: tuple[Column, ...]  # the ledger's columns when the snapshot was taken
     taken_at: float
+    file_schemas: tuple[tuple[str, ...], ...] = ()  # each file's columns, as ``files``; empty: unknown
 
 
 def _shown(c: Column) -> str:
@@ -174,12 +219,35 @@ def _shown(c: Column) -> str:
     return f'CAST("{c.name}" AS {c.view_type}) AS "{c.name}"' if c.view_type != c.stored_type else f'"{c.name}"'
 
 
+# Files live under .../workspace=<id>/month=<YYYY-MM>/: read as hive partitions, a filter on ``month``
+# drops other months' files before any is opened (each file opened costs a query about half a millisecond).
+HIVE = "hive_partitioning=true, hive_types={'workspace': BIGINT, 'month': VARCHAR}"
+MONTH_SQL = "strftime(created_at, '%Y-%m')"  # a ledger row's UTC month, as its file's partition names it
+
+
+def _files_relation(snap: Snapshot, columns: list[Column]) -> str:
+    """The exported ledger files as one relation of ``columns`` and ``month``, newest files first.
+
+    Newest first: a "latest rows" query fills its top-N from the first row groups it reads,
+    skipping older ones by their created_at.
+    """
+    parts = []
+    for have, paths in by_schema(list(reversed(snap.files)), tuple(reversed(snap.file_schemas))):
+        present = have if have is not None else set(snap.file_columns)
+        cols = ", ".join(_shown(c) if c.name in present else f'CAST(NULL AS {c.view_type}) AS "{c.name}"'
+                         for c in columns)
+        parts.append(f"SELECT {cols}, month FROM {_read(paths, have, ', ' + HIVE)}")
+    return " UNION ALL ".join(parts)
+
+
 def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | None = None) -> None:
     """Create the workspace's views on ``con``.
 
     * ``ledger``: every ``usage_ledger`` column under its own name; money and other exact amounts
       as DECIMAL(38,places), ``created_at`` as a UTC TIMESTAMP, ``tags`` as VARCHAR[] (a list),
       other JSON columns as JSON text.
+    * ``ledger_by_month``: ``ledger`` with each row's UTC ``month`` ('YYYY-MM'); a filter on it
+      opens only those months' files, so a dashboard's scan of a few days stays fast at any size.
     * ``ledger_hourly`` (``hour``, a UTC TIMESTAMP) and ``ledger_daily`` (``day``, a UTC DATE):
       the ledger summed by ``ROLLUP_KEYS``: ``calls``, each usage count and money column,
       ``latency_ms_sum``/``latency_ms_count`` (and ``ttft_ms_…``), ``priced_calls``. A key can
@@ -187,6 +255,8 @@ def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | 
     * ``ledger_latency_daily``: how many calls (``calls``) had a ``latency_ms`` in each logarithmic
       ``latency_bucket``, by UTC ``day`` and ``ROLLUP_KEYS``; ``LATENCY_VALUE_SQL`` turns a bucket
       back into milliseconds (within 1%), so percentiles over any days need no raw rows.
+      ``ledger_latency_by_model`` and ``ledger_latency_overall`` are the same counts with fewer
+      keys (``LATENCY_COARSE``), for questions that need no more.
     * ``projects(id, name, client_id, archived)``, ``clients(id, name)``, ``users(id, name, email)``.
 
     ``exported``: the exported rows' hourly and daily rollups already in memory (``connect`` keeps
@@ -201,24 +271,23 @@ def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | 
     keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
     sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
     if exported is not None:
-        con.register("_hourly", exported.hourly)
-        con.register("_daily", exported.daily)
-        con.register("_latency", exported.latency)
+        for view, table in (("_hourly", exported.hourly), ("_daily", exported.daily), ("_latency", exported.latency),
+                            ("_latency_by_model", exported.latency_by_model),
+                            ("_latency_overall", exported.latency_overall)):
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM main.{table}")
     else:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns, snap.file_schemas)}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW _daily AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "
                     "FROM _hourly GROUP BY ALL")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _latency AS {latency_files_sql(list(snap.latency_files), columns)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _latency AS {latency_files_sql(list(snap.latency_files), columns, snap.file_schemas)}")
+        for name, keys in LATENCY_COARSE.items():
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _{name} AS {coarse_latency_sql('_latency', keys)}")
     tail_cols = ", ".join(_shown(c) for c in columns)
-    ledger = f"SELECT {tail_cols} FROM _tail"
+    by_month = f"SELECT {tail_cols}, {MONTH_SQL} AS month FROM _tail"
     if snap.files:
-        file_cols = ", ".join(_shown(c) if c.name in known else f'CAST(NULL AS {c.view_type}) AS "{c.name}"'
-                              for c in columns)
-        # Newest files first: a "latest rows" query then fills its top-N from the first row groups it
-        # reads, and the scan skips older row groups by their min/max created_at.
-        newest_first = list(reversed(snap.files))
-        ledger = f"SELECT {file_cols} FROM read_parquet({file_list(newest_first)}, union_by_name=true) UNION ALL {ledger}"
-    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger AS {ledger}")
+        by_month = f"{_files_relation(snap, columns)} UNION ALL {by_month}"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_by_month AS {by_month}")
+    con.execute("CREATE OR REPLACE TEMP VIEW ledger AS SELECT * EXCLUDE (month) FROM ledger_by_month")
     names = ", ".join(f'"{n}"' for n in types if n != "hour")
     con.execute(f"CREATE OR REPLACE TEMP TABLE _tail_hourly AS {rollup_sql('_tail', columns)}")
     con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_hourly AS SELECT hour, {names} FROM _hourly "
@@ -228,6 +297,10 @@ def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | 
     latency_names = ", ".join(f'"{k}"' for k in ["day", *(k for k in ROLLUP_KEYS if k in types), "latency_bucket", "calls"])
     con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_latency_daily AS SELECT {latency_names} FROM _latency "
                 f"UNION ALL SELECT {latency_names} FROM ({latency_sql('_tail', columns)})")
+    tail_latency = f"({latency_sql('_tail', columns)})"
+    for name, keys in LATENCY_COARSE.items():
+        con.execute(f"CREATE OR REPLACE TEMP VIEW ledger_{name} AS SELECT * FROM _{name} "
+                    f"UNION ALL {coarse_latency_sql(tail_latency, keys)}")
     con.execute("CREATE OR REPLACE TEMP VIEW projects AS SELECT id, name, client_id, archived FROM _projects")
     con.execute("CREATE OR REPLACE TEMP VIEW clients AS SELECT id, name FROM _clients")
     con.execute("CREATE OR REPLACE TEMP VIEW users AS SELECT id, name, email FROM _users")

@@ -27,6 +27,7 @@ never through a float. Nothing here writes the system of record.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import secrets
@@ -44,12 +45,14 @@ import pyarrow as pa
 from sqlalchemy import JSON, Boolean, Engine, Integer, String, Text, select
 
 from analytics.views import (
+    LATENCY_COARSE,
     LATENCY_VALUE_SQL,
     ROLLUP_KEYS,
     Column,
     Exported,
     Snapshot,
     attach,
+    coarse_latency_sql,
     file_list,
     latency_files_sql,
     latency_percentiles_sql,
@@ -490,6 +493,8 @@ def _collect_garbage(root: Path, manifest: dict) -> None:
 _cache_lock = threading.Lock()
 _snapshots: dict[tuple, Snapshot] = {}
 _rollups: dict[tuple, Exported] = {}  # exported rollups by file list; small LRU
+_retired_rollups: list[tuple[float, Exported]] = []  # evicted, in eviction order: dropped after a grace period
+_rollup_ids = itertools.count(1)
 ROLLUP_CACHE_SIZE = 8
 
 
@@ -497,7 +502,10 @@ def clear_caches() -> None:
     """Forget the kept rollups and tail snapshots (a benchmark's cold start)."""
     with _cache_lock:
         _snapshots.clear()
+        dropped = list(_rollups.values()) + [e for _, e in _retired_rollups]
         _rollups.clear()
+        _retired_rollups.clear()
+    _drop(dropped)
 
 
 def snapshot(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
@@ -530,16 +538,17 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
     known = set().union(*(f["columns"] for f in mine)) if mine else set()
     rollup_files = tuple(str(root / f["rollup"]) for f in mine)
     latency_files = tuple(str(root / f["latency"]) for f in mine)
-    hourly = _exported_rollups(rollup_files, latency_files, known, columns).hourly
+    schemas = tuple(tuple(f["columns"]) for f in mine)
+    hourly = _exported_rollups(rollup_files, latency_files, known, columns, schemas).hourly
     con = _scratch_duckdb()
     try:
+        con.execute(f"CREATE TEMP VIEW _hourly AS SELECT * FROM main.{hourly}")
         # On SQLite "+" keeps the planner on the rowid range (the tail is small) rather than
         # walking the workspace's whole (workspace_id, created_at) index.
         scope = "+workspace_id" if engine.dialect.name == "sqlite" else "workspace_id"
         raw = _read_raw(engine, columns, f"{scope} = {workspace_id} AND id > {int(manifest['watermark'])}")
         tail = _converted(con, raw, columns)
         con.register("_tail", tail)
-        con.register("_hourly", hourly)
         user_ids = [r[0] for r in con.sql(
             "SELECT user_id FROM _hourly WHERE user_id IS NOT NULL UNION SELECT user_id FROM _tail WHERE user_id IS NOT NULL"
         ).fetchall()]
@@ -550,36 +559,61 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
     return Snapshot(
         workspace_id, directories, _files_for(root, manifest, workspace_id),
         rollup_files, latency_files, tuple(c.name for c in columns if c.name in known),
-        tail, projects, clients, users, tuple(columns), time.time(),
+        tail, projects, clients, users, tuple(columns), time.time(), schemas,
     )
 
 
 def _exported_rollups(rollup_files: tuple[str, ...], latency_files: tuple[str, ...], known: set[str],
-                      columns: list[Column]) -> Exported:
-    """The exported files' rollups, computed once per file list and kept."""
-    key = (rollup_files, latency_files, tuple(sorted(known)), tuple(c.name for c in columns))
+                      columns: list[Column], schemas: tuple[tuple[str, ...], ...]) -> Exported:
+    """The exported files' rollups, computed once per file list and kept as tables of the shared database."""
+    key = (rollup_files, latency_files, tuple(sorted(known)), tuple(c.name for c in columns), schemas)
     with _cache_lock:
         if key in _rollups:
             _rollups[key] = _rollups.pop(key)  # most recently used last
             return _rollups[key]
     types = rollup_types(columns)
+    name = f"rollups_{next(_rollup_ids)}"
+    exported = Exported(f"{name}_hourly", f"{name}_daily", f"{name}_latency", f"{name}_latency_by_model",
+                        f"{name}_latency_overall")
     con = _scratch_duckdb()
     try:
-        # Read as written: two files can share an hour (a key's rows are summed by whoever asks).
-        hourly = con.sql(rollup_files_sql(list(rollup_files), known, columns)).to_arrow_table()
-        con.register("_h", hourly)
+        # Read as written: two files can share an hour (a key's rows are summed by whoever asks). In file
+        # order, which is time order (DuckDB keeps it): each row group then spans a few days for its zone
+        # map, without the cost of a sort.
+        con.execute(f"CREATE TABLE main.{exported.hourly} AS "
+                    f"{rollup_files_sql(list(rollup_files), known, columns, schemas)}")
         keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
         sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
-        daily = con.sql(f"SELECT CAST(hour AS DATE) AS day, {keys}, {sums} FROM _h GROUP BY ALL").to_arrow_table()
-        latency = con.sql(latency_files_sql(list(latency_files), columns)).to_arrow_table()
+        con.execute(f"CREATE TABLE main.{exported.daily} AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "
+                    f"FROM main.{exported.hourly} GROUP BY ALL ORDER BY day")
+        con.execute(f"CREATE TABLE main.{exported.latency} AS {latency_files_sql(list(latency_files), columns, schemas)}")
+        for table, keys in ((exported.latency_by_model, LATENCY_COARSE["latency_by_model"]),
+                            (exported.latency_overall, LATENCY_COARSE["latency_overall"])):
+            con.execute(f"CREATE TABLE main.{table} AS SELECT * FROM "
+                        f"({coarse_latency_sql(f'main.{exported.latency}', keys)}) ORDER BY day")
     finally:
         con.close()
-    exported = Exported(hourly, daily, latency)
     with _cache_lock:
         _rollups[key] = exported
         while len(_rollups) > ROLLUP_CACHE_SIZE:
-            _rollups.pop(next(iter(_rollups)))
+            _retired_rollups.append((time.time(), _rollups.pop(next(iter(_rollups)))))
+        expired = [e for at, e in _retired_rollups if time.time() - at > RETIRED_GRACE_S]
+        del _retired_rollups[:len(expired)]
+    _drop(expired)
     return exported
+
+
+def _drop(rollups: list[Exported]) -> None:
+    """Drop evicted rollup tables, once no page run that started before the eviction can still read them."""
+    if not rollups:
+        return
+    con = _scratch_duckdb()
+    try:
+        for e in rollups:
+            for table in (e.hourly, e.daily, e.latency, e.latency_by_model, e.latency_overall):
+                con.execute(f"DROP TABLE IF EXISTS main.{table}")
+    finally:
+        con.close()
 
 
 def _dimensions(engine: Engine, workspace_id: int, user_ids: list[int]) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -612,7 +646,8 @@ def connect(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
     """
     root = root or warehouse_dir()
     snap = snapshot(workspace_id, fresh=fresh, root=root, engine=engine)
-    exported = _exported_rollups(snap.rollup_files, snap.latency_files, set(snap.file_columns), ledger_columns())
+    exported = _exported_rollups(snap.rollup_files, snap.latency_files, set(snap.file_columns), ledger_columns(),
+                                 snap.file_schemas)
     con = _scratch_duckdb()
     attach(con, snap, exported)
     return con

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     login_lockout_minutes: int = 15
     password_min_length: int = 10
 
+    # The workflow python node runs only in bubblewrap's namespaces unless an admin knowingly allows
+    # it without them (no network or file-system hiding then; see engine/workflows/python_sandbox.py).
+    python_node_unisolated: bool = False
+
     demo_seed: int = 20261122
     demo_rows: int | None = None  # ledger rows for the demo workspace; None: a small team's 90 days
 

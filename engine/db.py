@@ -13,13 +13,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.config import PROJECT_ROOT, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
 
 _lock = threading.Lock()
 _engine: Engine | None = None
@@ -47,9 +49,14 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
         # a writer takes the lock at the start of its transaction, not half way through.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_begin(conn) -> None:
+    # Straight to the driver: this runs for every transaction, and it is no statement of ours to log.
+    conn.connection.dbapi_connection.execute(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -98,6 +105,20 @@ def transaction() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@contextmanager
+def write_transaction() -> Iterator[Connection]:
+    """A Core transaction that holds the write lock from its first moment (SQLite's BEGIN IMMEDIATE).
+
+    For a transaction that must read what it is about to change with no other writer in between:
+    on SQLite no other writer can commit between its reads and its writes. PostgreSQL begins as
+    usual; lock the rows there (``FOR UPDATE``).
+    """
+    with get_engine().connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
 
 
 @contextmanager

@@ -19,9 +19,8 @@ but never refuse for long a call that fits. A call that outlives ``HOLD_TTL`` is
 at its real cost, after its hold stopped counting.
 
 Locking: on PostgreSQL ``SELECT … FOR UPDATE`` on the budget rows, then the holds are read; on
-SQLite the reservation's first statement is a write, which takes the database's write lock
-before anything is read (BEGIN IMMEDIATE in effect), so two callers can never both pass the
-check on the same snapshot. That makes a call no budget covers one short write transaction
+SQLite the reservation begins with BEGIN IMMEDIATE, which takes the database's write lock
+before anything is read, so two callers can never both pass the check on the same snapshot. That makes a call no budget covers one short write transaction
 too, in a database where every call writes its ledger row anyway. A settle runs in the ledger
 transaction, which holds that lock from its ledger insert on.
 """
@@ -130,7 +129,6 @@ SETTLE = (update(HOLDS).where(HOLDS.c.id.in_(bindparam("hold_ids", expanding=Tru
           .returning(HOLDS.c.budget_id))
 RELEASE = (update(HOLDS).where(HOLDS.c.id.in_(bindparam("hold_ids", expanding=True)), HOLDS.c.state == "held")
            .values(state="released", finished_at=bindparam("at")))
-TAKE_WRITE_LOCK = text("UPDATE budgets SET id = id WHERE 0")  # SQLite: the write lock, before anything is read
 WRITTEN_AT = select(LedgerEntry.created_at).where(LedgerEntry.request_id == bindparam("request_id"),
                                                  LedgerEntry.attempt == bindparam("attempt"))
 
@@ -163,10 +161,9 @@ class Reservations:
 
     def reserve(self, ctx: CallContext, amount: Decimal | None) -> Hold | None:
         params = covering_params(ctx)
-        with db.get_engine().begin() as conn:
+        with db.write_transaction() as conn:
             now = self.clock()
             if conn.dialect.name == "sqlite":
-                conn.execute(TAKE_WRITE_LOCK)
                 budgets = _locked(conn, COVERING_WITH_HELD, params | {"now": now})
             else:
                 budgets = _locked(conn, LOCK_COVERING, params)
@@ -215,12 +212,16 @@ class Reservations:
         if hold is None:
             return
         conn = session.connection()
-        written = self._written_at(session, conn, hold)
         now = self.clock()
-        at = written or now
         cost = to_money(actual or 0)
-        budgets = _locked(conn, LOCK_BY_ID, {"budget_ids": list(hold.budget_ids)})
+        # The holds first: on SQLite this write takes the database's write lock before anything is read,
+        # and a hold settled (or released) before answers nothing here, so it counts once.
         settled = set(conn.scalars(SETTLE, {"hold_ids": list(hold.hold_ids), "cost": cost, "at": now}).all())
+        if not settled:
+            return
+        written = self._written_at(session, conn, hold)
+        at = written or now
+        budgets = _locked(conn, LOCK_BY_ID, {"budget_ids": sorted(settled)})
         fired = False
         for b in budgets:
             if b.id not in settled:
@@ -235,8 +236,7 @@ class Reservations:
                 before = Decimal(0)
             _store(conn, b)
             fired |= alerts.fire_thresholds(session, b, before, b.spent)
-        if settled:
-            monitor.after_commit(session, hold.workspace_id, hold.budget_ids, fired)
+        monitor.after_commit(session, hold.workspace_id, hold.budget_ids, fired)
 
     @staticmethod
     def _written_at(session: Session, conn, hold: Hold) -> datetime | None:
@@ -244,9 +244,6 @@ class Reservations:
         for obj in session.identity_map.values():  # the generation path still holds it, and wrote it: no query
             if isinstance(obj, LedgerEntry) and obj.request_id == hold.request_id and obj.attempt == hold.attempt:
                 return obj.created_at
-        if conn.dialect.name == "sqlite":
-            # Writing first: a transaction that has only read could not take the lock once another commits.
-            conn.execute(TAKE_WRITE_LOCK)
         return conn.scalar(WRITTEN_AT, {"request_id": hold.request_id, "attempt": hold.attempt})
 
     def release(self, hold: Hold | None) -> None:

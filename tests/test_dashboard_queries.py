@@ -286,6 +286,32 @@ def test_the_rollup_answers_exactly_what_the_raw_rows_do(ws, monkeypatch):
         real = queries._facts
         m.setattr(queries, "_facts", lambda *a, **k: real(*a, **{**k, "hourly": False}))  # rows only
         assert everything() == before
+    with monkeypatch.context() as m:  # percentiles from the full histogram, never the coarse ones
+        m.setattr(queries, "_latency_source", lambda *a: "ledger_latency_daily")
+        assert everything() == before
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_newest_rows_and_their_count_match_a_scan_of_every_row(ws, exported):
+    """A page of rows reads only the newest hours that hold it, and the count comes from the rollup."""
+    if exported:
+        warehouse.refresh(settle=timedelta(0))
+    con = warehouse.connect(ws["workspace"])
+    views = [{}, {"provider": "openai"}, {"project_id": ws["projects"][1]}, {"workflow_run_id": 77}, {"cached": True}]
+    for key in ("today", "7d", "month", "quarter"):
+        for narrowing in views:
+            f = replace(Filters(period(key, LONDON, NOW)), **narrowing)
+            where = " AND ".join(["created_at >= $lo", "created_at < $hi",
+                                  *(f"{c} = ${c}" for c in narrowing if c != "cached")]
+                                 + (["(cached_input_tokens > 0 OR cache_write_tokens > 0)"] if "cached" in narrowing else []))
+            params = {"lo": f.period.start.replace(tzinfo=None), "hi": f.period.end.replace(tzinfo=None),
+                      **{c: v for c, v in narrowing.items() if c != "cached"}}
+            everything = [i for (i,) in con.execute(
+                f"SELECT id FROM ledger WHERE {where} ORDER BY created_at DESC, id DESC", params).fetchall()]
+            for limit, offset in ((1, 0), (2, 1), (3, 0), (2, 3), (50, 0)):
+                page = queries.rows(con, f, limit, offset)
+                assert page.frame["id"].to_list() == everything[offset:offset + limit], (key, narrowing, limit, offset)
+                assert page.total == len(everything)
 
 
 def test_a_workspace_sees_only_its_own_rows_and_viewers_may_read(ws):

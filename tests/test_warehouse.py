@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import delete, func, select
 
 from analytics import warehouse
+from analytics.views import LATENCY_COARSE
 from engine import accounts, db
 from engine import clients as client_service
 from engine import projects as project_service
@@ -286,6 +287,11 @@ def test_latency_percentiles_from_the_histogram_are_within_one_percent(database,
 
     assert con.execute("SELECT sum(calls) FROM ledger_latency_daily").fetchone() == \
         con.execute("SELECT count(latency_ms) FROM ledger").fetchone()
+    for name, keys in LATENCY_COARSE.items():  # the coarse histograms are the full one, summed
+        cells = f"SELECT day, {', '.join(keys)}, latency_bucket, sum(calls) FROM {{}} GROUP BY ALL ORDER BY ALL"
+        full = con.execute(cells.format("ledger_latency_daily")).fetchall()
+        assert con.execute(cells.format(f"ledger_{name}")).fetchall() == full
+        assert any(row[-1] > 1 for row in full)  # cells that hold several calls, or a miscount would pass
     for where in ("TRUE", "status = 'ok'", "provider = 'openai'"):
         estimate = con.execute(warehouse.latency_percentiles_sql(
             f"(SELECT * FROM ledger_latency_daily WHERE {where})", (0.5, 0.95))).fetchone()
