@@ -222,8 +222,7 @@ def test_email_without_a_server_fails_the_step_with_how_to_fix_it(ws, monkeypatc
 HAVE_SANDBOX = importlib.util.find_spec("engine.workflows.python_sandbox") is not None
 
 
-@pytest.mark.skipif(not HAVE_SANDBOX, reason="engine/workflows/python_sandbox.py is not in this branch yet "
-                                                "(another helper writes it; it arrives with the merge)")
+@pytest.mark.skipif(not HAVE_SANDBOX, reason="engine/workflows/python_sandbox.py is missing from this build")
 def test_python_node_runs_main_with_the_data(ws):
     done, steps = run(ws, """
 name: py
@@ -242,6 +241,26 @@ outputs: {sum: "{{ add.sum }}"}
         pytest.skip(f"the sandbox is off on this host: {done.error}")
     assert done.status == "succeeded", done.error
     assert done.outputs == {"sum": 5} and "adding" in steps["add"].logs
+
+
+@pytest.mark.skipif(not HAVE_SANDBOX, reason="engine/workflows/python_sandbox.py is missing from this build")
+def test_python_node_limits_are_passed_to_the_sandbox(ws):
+    done, steps = run(ws, """
+name: py_limits
+nodes:
+  - id: spin
+    type: python
+    params:
+      cpu_s: 1
+      code: |
+        def main(data):
+            while True:
+                pass
+""")
+    if done.status == "failed" and "off on this server" in (done.error or ""):
+        pytest.skip(f"the sandbox is off on this host: {done.error}")
+    assert done.status == "failed" and steps["spin"].status == "failed"
+    assert "CPU" in done.error or "cpu" in done.error
 
 
 def test_python_node_without_its_sandbox_module_says_so(ws, monkeypatch):

@@ -110,6 +110,12 @@ def work(worker_id: str, stop: threading.Event, *, poll_s: float = 1.0, lease_s:
     """A worker loop for any thread or process: claim, run, repeat, until ``stop`` is set."""
     from engine.workflows import runs
 
+    try:  # the python node's spare interpreters start now, not at the first python node
+        from engine.workflows import python_sandbox
+
+        python_sandbox.warm_up()
+    except Exception:  # absent or off on this host: the python node says so when it runs
+        log.info("python sandbox not warmed up", exc_info=True)
     last_prune = 0.0
     while not stop.is_set():
         try:
