@@ -64,6 +64,10 @@ else:
             st.Page("pages/batch.py", title="Batch", icon=":material/table_rows:"),
             st.Page("pages/assets.py", title="Assets", icon=":material/photo_library:"),
         ],
+        "Automate": [
+            st.Page("pages/workflows.py", title="Workflows", icon=":material/account_tree:"),
+            st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+        ],
         "Analytics": [
             st.Page("pages/cost_usage.py", title="Cost & Usage", icon=":material/monitoring:"),
             st.Page("pages/notebooks.py", title="Notebooks", icon=":material/menu_book:"),

@@ -53,10 +53,33 @@ def cmd_up(args) -> int:
         "--server.port", str(settings.port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     ]
+    stop, worker = _start_workflow_worker()
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT, env=os.environ.copy())
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop.set()  # a run in progress goes back to the queue for the next start
+        worker.join(timeout=10)
+
+
+def cmd_run(args) -> int:
+    from engine.workflows import cli_run
+
+    return cli_run.run(args)
+
+
+def _start_workflow_worker():
+    """Until the sidecar exists, queued workflow runs are worked by a thread of ``up``."""
+    import threading
+
+    from engine.workflows import worker
+
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.work, args=(f"up-{os.getpid()}", stop), name="workflow-worker",
+                              daemon=True)
+    thread.start()
+    return stop, thread
 
 
 def _start_exporter() -> None:
@@ -134,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("export", help="export new ledger rows to the analytics warehouse (engine up does it every 30 s)"
                    ).set_defaults(func=cmd_export)
+
+    run = sub.add_parser("run", help="run a workflow now and print its outputs as JSON")
+    run.add_argument("workflow", help="the workflow's name")
+    run.add_argument("--input", action="append", metavar="NAME=VALUE", help="an input (repeat for more)")
+    run.add_argument("--workspace", help="workspace name or id (default: the only one)")
+    run.add_argument("--user", help="run as this member's email (default: the workspace's owner)")
+    run.add_argument("--idempotency-key", help="a repeated run with the same key does nothing")
+    run.set_defaults(func=cmd_run)
 
     rotate = sub.add_parser(
         "rotate-key", help="re-wrap the workspace data keys under a new master key (safe while running)"

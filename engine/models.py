@@ -638,3 +638,4 @@ class AnswerRating(Base):
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+from engine.workflows import models as _workflow_models  # noqa: E402,F401  (the workflow tables)

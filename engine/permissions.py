@@ -40,6 +40,11 @@ PERMISSIONS: dict[str, str] = {
     "alert.manage": "editor",
     "asset.write": "editor",
     "answer.rate": "editor",
+    "workflow.read": "viewer",
+    "workflow.write": "editor",
+    "workflow.run": "editor",  # runs spend money through their AI steps, like "generate"
+    "workflow.approve": "editor",
+    "workflow.credentials": "admin",
 }
 
 ACTION_LABELS = {
@@ -61,6 +66,10 @@ ACTION_LABELS = {
     "alert.manage": "acknowledge or snooze alerts",
     "answer.rate": "rate answers",
     "asset.write": "rename, tag, archive or delete assets",
+    "workflow.write": "create, edit or delete workflows",
+    "workflow.run": "run or cancel workflows",
+    "workflow.approve": "approve or reject workflow steps",
+    "workflow.credentials": "manage workflow credentials",
 }
 
 
