@@ -638,3 +638,4 @@ class AnswerRating(Base):
     source: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+from engine.billing import models as _billing_models  # noqa: E402,F401  (billing tables; see engine/billing/models.py)

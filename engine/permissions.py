@@ -40,6 +40,8 @@ PERMISSIONS: dict[str, str] = {
     "alert.manage": "editor",
     "asset.write": "editor",
     "answer.rate": "editor",
+    "billing.read": "viewer",
+    "billing.manage": "admin",
 }
 
 ACTION_LABELS = {
@@ -61,6 +63,7 @@ ACTION_LABELS = {
     "alert.manage": "acknowledge or snooze alerts",
     "answer.rate": "rate answers",
     "asset.write": "rename, tag, archive or delete assets",
+    "billing.manage": "change the plan or payment details",
 }
 
 
