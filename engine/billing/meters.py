@@ -99,7 +99,8 @@ def drain(*, batch: int = 200, max_rows: int | None = None) -> DrainResult:
                       "timestamp": int(row.event_at.timestamp()),
                       "payload": {"stripe_customer_id": row.stripe_customer_id, "value": str(row.value)}}
             try:
-                client.v1.billing.meter_events.create(params, {"idempotency_key": row.identifier})
+                # No idempotency key of ours: the identifier is the meter's own, and Stripe keeps it longer.
+                client.v1.billing.meter_events.create(params)
             except stripe.StripeError as exc:
                 if _is_duplicate(exc):
                     _mark(row.id, "sent")

@@ -73,6 +73,7 @@ class FakeStripe:
         self.meter_events: dict[str, dict] = {}  # by identifier
         self.duplicates_refused = 0
         self.outage = False  # True: drop every connection, as an unreachable Stripe would look
+        self.meter_reply_delay = 0.0  # seconds between storing a meter event and answering (a crash window)
         self._idempotent: dict[tuple[str, str], tuple[int, Any]] = {}
         self._lock = threading.RLock()
         self._wire = WireServer(self._route, decode=_form)
@@ -118,6 +119,8 @@ class FakeStripe:
                 return
             if key:
                 self._idempotent[(url.path, key)] = (status, payload)
+        if self.meter_reply_delay and url.path == "/v1/billing/meter_events":
+            ex.wait(self.meter_reply_delay)
         ex.json(status, payload)
 
     def _dispatch(self, method: str, path: str, p: dict[str, str]) -> Any:
