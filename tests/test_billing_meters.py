@@ -169,3 +169,42 @@ def test_killed_between_writing_usage_and_draining_many_times_every_row_is_bille
     assert sorted(fake.meter_events) == sorted(by_id)  # each row once at Stripe, nothing else
     assert sum(int(e["payload"]["value"]) for e in fake.meter_events.values()) == sum(r.value for r in rows)
     assert sum(r.cost for r in rows) == sum(ledger.values(), Decimal(0))
+
+
+def test_the_outbox_row_and_the_ledger_row_commit_together_or_not_at_all(pro, fake, monkeypatch):
+    original = meters.enqueue
+
+    def enqueue_then_die(session, **fields):
+        original(session, **fields)
+        raise RuntimeError("the process died after writing the outbox row")
+
+    monkeypatch.setattr(meters, "enqueue", enqueue_then_die)
+    with pytest.raises(RuntimeError):
+        call(pro)
+    with db.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry).where(
+            LedgerEntry.connection_id.isnot(None))) == 0
+    assert outbox() == []
+
+
+def test_the_cli_and_the_background_thread_drain_the_outbox(pro, fake, capsys):
+    import threading
+
+    from engine import cli
+    from engine.billing import drainer
+
+    call(pro)
+    assert cli.main(["billing", "drain"]) == 0
+    assert "Sent 1, already at Stripe 0, refused 0, waiting 0." in capsys.readouterr().out
+    assert cli.main(["billing", "reconcile", "--day", f"{utcnow():%Y-%m-%d}"]) == 0
+    assert ": ok" in capsys.readouterr().out
+    assert cli.main(["billing", "reconcile", "--day", "yesterday-ish"]) == 1
+    call(pro)
+    stop = threading.Event()
+    thread = drainer.start(0.05, stop)
+    deadline = utcnow() + timedelta(seconds=20)
+    while meters.pending_count() and utcnow() < deadline:
+        stop.wait(0.05)
+    stop.set()
+    thread.join(5)
+    assert meters.pending_count() == 0 and len(fake.meter_events) == 2
