@@ -116,6 +116,11 @@ def test_rows_unsent_for_days_raise_one_alert_and_too_old_ones_are_refused(pro, 
     assert (result.sent, result.rejected) == (1, 1)
     assert {r.id: r.state for r in outbox()} == {old.id: "sent", older.id: "rejected"}
     assert "35 calendar days" in outbox()[1].last_error
+    from engine.billing import drainer
+
+    assert drainer.deliver_alerts() == 2  # no SMTP here: kept in the app, for owners and admins
+    with db.read_session() as s:
+        assert {a.delivery for a in s.scalars(select(BudgetAlert).where(BudgetAlert.kind == "billing"))} == {"in_app"}
 
 
 def test_the_daily_reconciliation_compares_our_units_with_stripes_summary(pro, fake):

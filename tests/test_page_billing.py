@@ -124,3 +124,16 @@ def test_past_due_shows_the_grace_period_and_stripe_errors_show_as_messages(fake
     no_exceptions(at)
     assert any("could not be reached" in e for e in errors(at))
     assert not links(at)
+
+
+def test_a_limit_reached_on_another_page_offers_the_way_to_upgrade(fake):
+    boss = owner()
+    member(boss, "ana@example.com", "editor")
+    member(boss, "ben@example.com", "viewer")  # 3 of Free's 3 members
+    at = signed_in("owner@example.com", PASSWORD, page="pages/settings.py")
+    at.text_input(key="invite_email").input("cleo@example.com")
+    at.button(key="invite_submit").click().run()
+    no_exceptions(at)
+    assert any("members (with open invitations) is reached: 3 of 3" in e for e in errors(at))
+    assert [(link.proto.page, link.proto.label) for link in at.get("page_link")
+            if link.proto.label.startswith("See plans")] == [("billing", "See plans and upgrade")]

@@ -13,10 +13,14 @@ import logging
 import threading
 from datetime import timedelta
 
+from sqlalchemy import select
+
+from engine import alerts, db
 from engine.billing import meters
 from engine.billing.plans import billing_configured
 from engine.dbtypes import utcnow
 from engine.errors import MeterbookError
+from engine.models import BudgetAlert
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +35,16 @@ def run_once() -> meters.DrainResult:
     if day not in _reconciled:
         meters.reconcile(yesterday)
         _reconciled.add(day)
+    deliver_alerts()
     return result
+
+
+def deliver_alerts() -> int:
+    """Send billing alerts by email and webhook to the workspace's owners and admins, like spikes."""
+    with db.read_session() as s:
+        workspaces = list(s.scalars(select(BudgetAlert.workspace_id).where(
+            BudgetAlert.kind == "billing", BudgetAlert.delivery == "pending").distinct()))
+    return sum(alerts.deliver_pending(workspace_id) for workspace_id in workspaces)
 
 
 def start(interval: float, stop: threading.Event | None = None) -> threading.Thread | None:
