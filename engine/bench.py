@@ -30,6 +30,7 @@ AREAS = {
     "analytics": "engine.bench_analytics",
     "router": "engine.bench_router",
     "budgets": "engine.bench_budgets",
+    "billing": "engine.bench_billing",
 }
 
 
