@@ -119,39 +119,48 @@ st.subheader("Plans")
 subscribed = state.status in billing.SUBSCRIBED
 
 
-def plan_card(plan: Plan) -> None:
-    with st.container(border=True):
-        st.markdown(f"### {plan.name}")
-        st.markdown(f"**{ui.usd(plan.monthly_price_usd, 0)}** a month" if plan.paid else "**Free**")
-        for name in LIMITS:
-            st.markdown(f"- {cap(LIMIT_LABELS[name])}: {limit_text(plan.limit(name))}")
-        st.markdown(f"- AI spend over the allowance: {'billed by use' if plan.overage == 'billed' else 'blocked'}")
-        for feature, label in FEATURE_LABELS.items():
-            st.markdown(f"- {cap(label)}: {'yes' if plan.has(feature) else 'no'}")
-        if plan.key == state.subscribed_plan and (subscribed or plan.key == "free"):
-            st.button("Current plan", disabled=True, key=f"plan_{plan.key}", width="stretch")
-        elif not can_manage:
-            st.caption("An admin or owner can change the plan.")
-        elif subscribed:
-            if st.button("Change to this plan" if plan.paid else "Cancel the subscription", key=f"plan_{plan.key}",
-                         width="stretch"):
-                st.session_state["billing_link"] = (
-                    "Continue in Stripe's customer portal",
-                    ui.attempt(lambda: billing.portal_url(actor, change_plan=plan.paid)))
+def comparison(all_plans: list[Plan]) -> str:
+    """The plans side by side as one Markdown table: a row per limit and feature."""
+    head = "| | " + " | ".join(f"**{p.name}**" for p in all_plans) + " |"
+    rows = [head, "|---|" + "---|" * len(all_plans),
+            "| Price | " + " | ".join(f"{ui.usd(p.monthly_price_usd, 0)} a month" if p.paid else "Free"
+                                     for p in all_plans) + " |"]
+    rows += [f"| {cap(LIMIT_LABELS[name])} | " + " | ".join(limit_text(p.limit(name)) for p in all_plans) + " |"
+             for name in LIMITS]
+    rows.append("| AI spend over the allowance | " + " | ".join(
+        "billed by use" if p.overage == "billed" else "blocked" for p in all_plans) + " |")
+    rows += [f"| {cap(label)} | " + " | ".join("✓" if p.has(feature) else "—" for p in all_plans) + " |"
+             for feature, label in FEATURE_LABELS.items()]
+    return "\n".join(rows)
+
+
+def plan_button(plan: Plan) -> None:
+    if plan.key == state.subscribed_plan and (subscribed or plan.key == "free"):
+        st.button(f"{plan.name}: current plan", disabled=True, key=f"plan_{plan.key}")
+    elif not can_manage:
+        return
+    elif subscribed:
+        label = f"Change to {plan.name}" if plan.paid else f"Cancel and move to {plan.name}"
+        if st.button(label, key=f"plan_{plan.key}"):
+            st.session_state["billing_link"] = (
+                "Continue in Stripe's customer portal",
+                ui.attempt(lambda: billing.portal_url(actor, change_plan=plan.paid)))
+            st.rerun()
+    elif plan.paid:
+        if st.button(f"Upgrade to {plan.name}", type="primary", key=f"plan_{plan.key}"):
+            with st.spinner("Opening Stripe checkout…"):
+                url = ui.attempt(lambda: billing.start_checkout(actor, plan.key))
+            if url:
+                st.session_state["billing_link"] = (f"Continue to Stripe checkout for {plan.name}", url)
                 st.rerun()
-        elif plan.paid:
-            if st.button(f"Upgrade to {plan.name}", type="primary", key=f"plan_{plan.key}", width="stretch"):
-                with st.spinner("Opening Stripe checkout…"):
-                    url = ui.attempt(lambda: billing.start_checkout(actor, plan.key))
-                if url:
-                    st.session_state["billing_link"] = (f"Continue to Stripe checkout for {plan.name}", url)
-                    st.rerun()
 
 
-columns = st.columns(len(overview.plans))
-for column, plan in zip(columns, overview.plans):
-    with column:
-        plan_card(plan)
+st.markdown(comparison(overview.plans))
+if not can_manage:
+    st.caption("An admin or owner can change the plan.")
+with st.container(horizontal=True):
+    for plan in overview.plans:
+        plan_button(plan)
 
 # --- invoices --------------------------------------------------------------------------------
 
