@@ -23,7 +23,7 @@ from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
 from engine.models import User, Workspace
-from engine.permissions import Actor, authorize
+from engine.permissions import RANK, Actor, authorize
 
 REUSE_CHECKOUT = timedelta(minutes=30)  # a second click within this gets the same Stripe session back
 SUBSCRIBED = limits.LIVE | limits.GRACE
@@ -150,6 +150,7 @@ def refresh(actor: Actor) -> Effective:
         sub = subscriptions.fetch(sub_id)
         with db.transaction() as s:
             subscriptions.apply(s, sub)
+        limits.forget(actor.workspace_id)
     sync_invoices(actor.workspace_id)
     return limits.current(actor.workspace_id)
 
@@ -238,7 +239,6 @@ def overview(actor: Actor) -> Overview:
         state = limits.effective(s, actor.workspace_id)
         account = s.scalar(select(BillingAccount).where(BillingAccount.workspace_id == actor.workspace_id))
         use = limits.usage(s, actor.workspace_id, state.plan)
-    from engine.permissions import RANK
     return Overview(plans.billing_configured(), state, use, list(plans.all_plans().values()),
                     bool(account and account.stripe_customer_id), account.current_period_end if account else None,
                     bool(account and account.cancel_at_period_end), RANK[role] >= RANK["admin"])

@@ -30,7 +30,8 @@ _reconciled: set[str] = set()
 def run_once() -> meters.DrainResult:
     result = meters.drain()
     meters.raise_stale_alerts()
-    yesterday = utcnow() - timedelta(days=1)
+    # Stripe sums meter events asynchronously: a day is compared from one o'clock the next day.
+    yesterday = utcnow() - timedelta(days=1, hours=1)
     day = f"{yesterday:%Y-%m-%d}"
     if day not in _reconciled:
         meters.reconcile(yesterday)

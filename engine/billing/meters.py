@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from engine import alerts, db
 from engine.billing import stripe_api
-from engine.billing.models import BillingAccount, MeterOutbox
+from engine.billing.models import MeterOutbox
 from engine.billing.plans import billing_configured
 from engine.config import get_settings
 from engine.dbtypes import utcnow
@@ -202,7 +202,3 @@ def reconcile(day: datetime, *, alert: bool = True) -> list[Reconciliation]:
                             detail={"ours": result.ours, "stripe": theirs})
     return results
 
-
-def workspaces_billing_usage() -> list[int]:
-    with db.read_session() as s:
-        return list(s.scalars(select(BillingAccount.workspace_id).where(BillingAccount.stripe_customer_id.isnot(None))))

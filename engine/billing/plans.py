@@ -6,7 +6,7 @@ Stripe to pay, so every workspace runs on ``SELF_HOSTED``: no limits, every feat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from engine import db
-from engine.billing import stripe_api, subscriptions
+from engine.billing import limits, stripe_api, subscriptions
 from engine.billing.accounts import cache_invoice
 from engine.billing.models import BillingAccount, StripeEvent
 from engine.config import get_settings
@@ -116,5 +116,7 @@ def handle_webhook(payload: bytes, signature_header: str | None) -> WebhookResul
             s.flush()
     except IntegrityError:
         return WebhookResult(event_id, kind, "duplicate")  # a parallel delivery of the same event won
+    if workspace_id is not None:  # again after the commit: a check in between may have cached the old state
+        limits.forget(workspace_id)
     log.info("Stripe event %s (%s): %s", event_id, kind, outcome)
     return WebhookResult(event_id, kind, outcome, workspace_id)
