@@ -75,7 +75,7 @@ def test_checkout_makes_one_customer_and_reuses_it_and_the_session(fake, ws):
     assert session["mode"] == "subscription" and session["client_reference_id"] == str(ws.workspace_id)
     assert [i["price"] for i in session["line_items_sent"]] == ["price_pro", "price_pro_usage"]
     posts = [r for r in fake.received if r.method == "POST"]
-    assert all(r.header("idempotency-key", ).startswith("meterbook-") for r in posts)
+    assert all(r.header("idempotency-key").startswith("meterbook-") for r in posts)
     billing.start_checkout(ws, "business")  # another plan: a new session, the same customer
     assert len(fake.customers) == 1 and len(fake.sessions) == 2
     assert {s["customer"] for s in fake.sessions.values()} == {account(ws.workspace_id).stripe_customer_id}
@@ -86,6 +86,8 @@ def test_a_customer_post_retried_after_a_crash_gets_the_same_customer(fake, ws):
     with db.transaction() as s:  # as if the process died before storing Stripe's answer
         s.get(BillingAccount, account(ws.workspace_id).id).stripe_customer_id = None
     assert billing.ensure_customer(ws) == customer and len(fake.customers) == 1
+    keys = [r.header("idempotency-key") for r in fake.received if r.path == "/v1/customers"]
+    assert len(keys) == 2 and keys[0] == keys[1]  # the same row asked twice with the same key
 
 
 def test_the_redirect_alone_changes_nothing_only_stripe_state_does(fake, ws):
@@ -271,3 +273,25 @@ def test_free_ai_spend_is_blocked_at_the_generation_path_once_used_up(fake, ws):
         assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 2  # the refused call made no row
     subscribe(fake, ws)  # Pro bills overage instead of blocking
     generation.generate(generation.GenerationRequest(prompt="hi", max_tokens=10), ws)
+
+
+def test_the_same_event_delivered_twice_at_once_is_processed_once(fake, ws):
+    import threading
+
+    sub = subscribe(fake, ws)
+    [failed_invoice, _] = fake.fail_payment(sub)
+    results, barrier = [], threading.Barrier(2)
+
+    def deliver_it():
+        barrier.wait()
+        results.append(deliver(failed_invoice).outcome)
+
+    threads = [threading.Thread(target=deliver_it) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["duplicate", "processed"]
+    with db.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(StripeEvent).where(
+            StripeEvent.id == failed_invoice["id"])) == 1

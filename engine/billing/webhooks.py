@@ -104,6 +104,11 @@ def handle_webhook(payload: bytes, signature_header: str | None) -> WebhookResul
 
     try:
         with db.transaction() as s:
+            # The event's row first: a write, so a parallel delivery of the same event waits here
+            # for this one's commit (on SQLite too) and then finds the id taken.
+            record = StripeEvent(id=event_id, type=kind, outcome="processed", processed_at=utcnow())
+            s.add(record)
+            s.flush()
             workspace_id = subscriptions.apply(s, sub) if sub is not None else None
             if invoice is not None:
                 workspace_id = workspace_id or s.scalar(select(BillingAccount.workspace_id).where(
@@ -111,9 +116,7 @@ def handle_webhook(payload: bytes, signature_header: str | None) -> WebhookResul
                 if workspace_id is not None:
                     cache_invoice(s, workspace_id, invoice)
             outcome = "processed" if workspace_id is not None else "ignored"
-            s.add(StripeEvent(id=event_id, type=kind, workspace_id=workspace_id, outcome=outcome,
-                              processed_at=utcnow()))
-            s.flush()
+            record.workspace_id, record.outcome = workspace_id, outcome
     except IntegrityError:
         return WebhookResult(event_id, kind, "duplicate")  # a parallel delivery of the same event won
     if workspace_id is not None:  # again after the commit: a check in between may have cached the old state
