@@ -84,6 +84,11 @@ def test_upgrade_goes_through_checkout_and_the_plan_changes_when_stripe_says_so(
     at.button(key="portal").click().run()
     [portal] = links(at)
     assert portal.url == next(iter(fake.portal_sessions.values()))["url"]
+    at.button(key="plan_business").click().run()  # subscribed: plan changes go through the portal
+    no_exceptions(at)
+    [change] = links(at)
+    [session] = [p for p in fake.portal_sessions.values() if p["url"] == change.url]
+    assert session["flow"] == "subscription_update" and len(fake.sessions) == 1
 
 
 def test_the_success_redirect_reads_the_subscription_from_stripe(fake):
