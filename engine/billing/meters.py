@@ -39,6 +39,9 @@ STALE_AFTER = timedelta(days=3)
 DUPLICATE = "an event already exists with identifier"
 
 
+_INSERT = MeterOutbox.__table__.insert()  # built once: this runs in every billed call's ledger transaction
+
+
 def meter_value(cost: Decimal) -> int:
     return int((cost / METER_UNIT).to_integral_value(rounding=ROUND_HALF_EVEN))
 
@@ -48,7 +51,7 @@ def enqueue(session: Session, *, workspace_id: int, ledger_id: int, cost: Decima
     value = meter_value(cost)
     if value <= 0:
         return  # less than half a unit: nothing the meter could count
-    session.execute(MeterOutbox.__table__.insert(), {
+    session.execute(_INSERT, {
         "workspace_id": workspace_id, "ledger_id": ledger_id, "stripe_customer_id": customer_id,
         "identifier": f"mb_{uuid.uuid4().hex}", "cost": cost, "value": value, "event_at": created_at,
         "state": "pending", "attempts": 0, "created_at": created_at,
