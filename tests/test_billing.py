@@ -295,3 +295,18 @@ def test_the_same_event_delivered_twice_at_once_is_processed_once(fake, ws):
     with db.read_session() as s:
         assert s.scalar(select(func.count()).select_from(StripeEvent).where(
             StripeEvent.id == failed_invoice["id"])) == 1
+
+
+def test_a_webhook_without_a_signing_secret_or_with_a_body_that_is_not_an_event_is_refused(fake, ws, monkeypatch):
+    from tests.billing_helpers import reset_caches
+    from tests.fakes.stripe_server import sign
+
+    body = b"not json at all"
+    with pytest.raises(webhooks.InvalidWebhook, match="not a Stripe event"):
+        webhooks.handle_webhook(body, sign(body))
+    monkeypatch.delenv("METERBOOK_STRIPE_WEBHOOK_SECRET")
+    reset_caches()
+    with pytest.raises(billing.stripe_api.BillingNotConfigured, match="METERBOOK_STRIPE_WEBHOOK_SECRET"):
+        deliver(fake.event("invoice.paid", {"id": "in_1"}))
+    with db.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(StripeEvent)) == 0
