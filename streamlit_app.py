@@ -80,6 +80,7 @@ else:
             st.Page("pages/clients.py", title="Clients", icon=":material/business:"),
             st.Page("pages/providers.py", title="Providers", icon=":material/hub:"),
             st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+            st.Page("pages/billing.py", title="Billing", icon=":material/credit_card:"),
         ],
     }
 

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import audit, db
+from engine.billing import limits as plan_limits
 from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.errors import (
@@ -410,6 +411,7 @@ def invite(actor: Actor, email: str, role: str) -> str:
         )
         if pending is not None:
             raise Conflict(f"{email} already has a pending invitation; revoke it to send a new one.")
+        plan_limits.check_members(s, actor.workspace_id)
         token = secrets.token_urlsafe(24)
         inv = Invitation(
             workspace_id=actor.workspace_id,

@@ -31,6 +31,7 @@ AREAS = {
     "router": "engine.bench_router",
     "budgets": "engine.bench_budgets",
     "workflows": "engine.bench_workflows",
+    "billing": "engine.bench_billing",
 }
 
 

@@ -48,6 +48,10 @@ def cmd_up(args) -> int:
     if demo.has_demo_user():
         print(f"Demo login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
     print("Press Ctrl-C to stop.\n", flush=True)
+    from engine.billing import drainer
+
+    if drainer.start(settings.billing_drain_seconds):  # until the sidecar drains the meter outbox
+        print(f"Billing: sending usage to Stripe every {settings.billing_drain_seconds:.0f} s.", flush=True)
     command = [
         sys.executable, "-m", "pages._server", "run", str(PROJECT_ROOT / "streamlit_app.py"),
         "--server.port", str(settings.port), "--server.headless", "true",
@@ -105,6 +109,39 @@ def cmd_export(_args) -> int:
     print(f"Exported {stats.rows:,} ledger rows ({stats.files} files written, {stats.compacted} compacted) "
           f"in {stats.seconds:.1f} s; the warehouse now holds every row up to id {stats.watermark}.")
     return 0
+
+
+def cmd_billing(args) -> int:
+    from datetime import datetime, timedelta, timezone
+
+    from engine.billing import meters
+    from engine.billing.plans import billing_configured
+
+    if not billing_configured():
+        print("Billing is not configured (no METERBOOK_STRIPE_SECRET_KEY): nothing to send.")
+        return 0
+    if args.action == "drain":
+        result = meters.drain()
+        meters.raise_stale_alerts()
+        print(f"Sent {result.sent}, already at Stripe {result.already_there}, refused {result.rejected}, "
+              f"waiting {result.pending}.")
+        if result.error:
+            print(f"error: {result.error}", file=sys.stderr)
+            return 1
+        return 0
+    try:
+        day = (datetime.strptime(args.day, "%Y-%m-%d").replace(tzinfo=timezone.utc) if args.day
+               else datetime.now(timezone.utc) - timedelta(days=1))
+    except ValueError:
+        print(f"error: --day must be a date like 2026-12-01, not {args.day!r}.", file=sys.stderr)
+        return 1
+    results = meters.reconcile(day)
+    for r in results:
+        state = "ok" if r.matches else "MISMATCH"
+        print(f"workspace {r.workspace_id}: ours {r.ours:,} units (${r.ledger_cost:,.4f}), Stripe {r.stripe:,}: {state}")
+    if not results:
+        print(f"Nothing billed by meter on {day:%Y-%m-%d} (or METERBOOK_STRIPE_METER_ID is not set).")
+    return 0 if all(r.matches for r in results) else 1
 
 
 def cmd_bench(args) -> int:
@@ -171,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--new-key", metavar="FILE", help="read the new master key from FILE (default: generate one)")
     rotate.set_defaults(func=cmd_rotate_key)
+
+    billing = sub.add_parser("billing", help="send waiting usage to Stripe's meter, or compare a day's totals")
+    billing.add_argument("action", choices=["drain", "reconcile"])
+    billing.add_argument("--day", help="reconcile: the UTC day, YYYY-MM-DD (default yesterday)")
+    billing.set_defaults(func=cmd_billing)
 
     from engine import bench as bench_areas
 

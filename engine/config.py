@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     stripe_secret_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str | None = None  # a local wire-compatible server in tests
+    # Billing is on only with a secret key; without one the workspace runs self-hosted, unlimited.
+    stripe_price_pro: str | None = None  # the monthly base price of each paid plan
+    stripe_price_business: str | None = None
+    stripe_price_pro_usage: str | None = None  # metered prices on the AI-spend meter (first tier: what is included)
+    stripe_price_business_usage: str | None = None
+    stripe_meter_event_name: str = "meterbook_ai_spend"
+    stripe_meter_id: str | None = None  # for the daily reconciliation against Stripe's meter summaries
+    stripe_max_network_retries: int = 2
+    billing_grace_days: int = 7  # a past-due workspace keeps its plan this long, then has Free limits
+    billing_drain_seconds: float = 30.0  # how often `engine up` sends pending meter events
 
     ollama_url: str = "http://127.0.0.1:11434"  # where a local Ollama is looked for (offered when it answers)
 

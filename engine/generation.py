@@ -29,6 +29,7 @@ from sqlalchemy import exists, insert, select
 from sqlalchemy.orm import Session
 
 from engine import assets, budgets, db, guards, pricing, router, tokens
+from engine.billing import limits as _plan_limits  # noqa: F401  (installs the plan hook)
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry, Project, ProviderConnection, RouteTarget
@@ -341,6 +342,7 @@ class _Attempt:
             # Core, not the ORM's unit of work: this insert is on every call's path.
             ledger_id = s.execute(_INSERT_LEDGER, row).scalar_one()
             guards.budgets.settle(s, self.hold, cost)
+            guards.plan.record(s, p.actor.workspace_id, ledger_id, cost, row["created_at"])
             if status not in ("ok", "cancelled"):
                 router.forget_routing(p.actor.workspace_id)  # the next call must see this target's health
             # A stream the user stopped says nothing against the target: it was answering.

@@ -1,6 +1,8 @@
 """The checks the generation path makes around every call, filled in by the services that own them.
 
-* ``plan``: billing's plan limits, asked before anything is estimated or reserved.
+* ``plan``: billing's plan limits, asked before anything is estimated or reserved; and, in the
+  ledger row's transaction, ``record`` (billing queues billable usage for Stripe's meter there,
+  so the row and its meter event commit together or not at all).
 * ``budgets``: reservations. Before each attempt its worst-case cost is reserved against every
   budget that covers the call (the hook raises a ``MeterbookError`` to refuse); afterwards
   the hold is settled to the real cost in the same transaction that writes the ledger row,
@@ -12,6 +14,7 @@ Until those services install themselves, nothing is limited and nothing is held.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -48,6 +51,9 @@ class BudgetHook(Protocol):
 class PlanHook(Protocol):
     def check(self, actor: Actor, kind: str) -> None: ...
 
+    def record(self, session: Session, workspace_id: int, ledger_id: int, cost: Decimal | None,
+               created_at: datetime) -> None: ...
+
 
 class _Unlimited:
     def reserve(self, ctx: CallContext, amount: Decimal | None) -> None:
@@ -60,6 +66,10 @@ class _Unlimited:
         pass
 
     def check(self, actor: Actor, kind: str) -> None:
+        pass
+
+    def record(self, session: Session, workspace_id: int, ledger_id: int, cost: Decimal | None,
+               created_at: datetime) -> None:
         pass
 
 

@@ -45,6 +45,8 @@ PERMISSIONS: dict[str, str] = {
     "workflow.run": "editor",  # runs spend money through their AI steps, like "generate"
     "workflow.approve": "editor",
     "workflow.credentials": "admin",
+    "billing.read": "viewer",
+    "billing.manage": "admin",
 }
 
 ACTION_LABELS = {
@@ -70,6 +72,7 @@ ACTION_LABELS = {
     "workflow.run": "run or cancel workflows",
     "workflow.approve": "approve or reject workflow steps",
     "workflow.credentials": "manage workflow credentials",
+    "billing.manage": "change the plan or payment details",
 }
 
 

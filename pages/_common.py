@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import streamlit as st
 
 from engine import accounts
+from engine.billing.limits import PlanLimitReached
 from engine.errors import MeterbookError
 from engine.models import User
 from engine.permissions import Actor, can
@@ -119,6 +120,8 @@ def attempt(action: Callable[[], T], success: str | None = None) -> T | None:
         result = action()
     except MeterbookError as exc:
         st.error(str(exc), icon=":material/error:")
+        if isinstance(exc, PlanLimitReached) and exc.upgrade_to:
+            st.page_link("pages/billing.py", label="See plans and upgrade", icon=":material/upgrade:")
         return None
     if success:
         st.toast(success, icon=":material/check_circle:")

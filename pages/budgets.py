@@ -14,7 +14,7 @@ from engine.dbtypes import utcnow
 from pages import _common as ui
 
 BUDGETS_TAB, ALERTS_TAB = ":material/savings: Budgets", ":material/notifications: Alerts"
-KIND_LABELS = {"threshold": "Threshold", "forecast": "Forecast", "spike": "Spike"}
+KIND_LABELS = {"threshold": "Threshold", "forecast": "Forecast", "spike": "Spike", "billing": "Billing"}
 DELIVERY_LABELS = {"pending": "Waiting to send", "sending": "Sending", "sent": "Sent", "partial": "Partly sent",
                    "failed": "Failed", "in_app": "In the app only"}
 CAUSE_TITLES = {"model": "Model", "user": "Person", "workflow": "Workflow"}

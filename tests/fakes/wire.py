@@ -85,7 +85,8 @@ Route = Callable[[Received, Exchange], None]
 class WireServer:
     """``with WireServer(route) as server:`` serves on ``server.origin`` until the block ends."""
 
-    def __init__(self, route: Route):
+    def __init__(self, route: Route, decode: Callable[[bytes], Any] | None = None):
+        self._decode = decode or (lambda raw: json.loads(raw) if raw else None)  # Stripe sends forms, not JSON
         self.received: list[Received] = []
         self.connections = 0  # TCP connections accepted: shows whether clients reuse them
         self._stopping = threading.Event()
@@ -131,6 +132,9 @@ class WireServer:
             def do_PUT(self) -> None:
                 self._serve()
 
+            def do_DELETE(self) -> None:
+                self._serve()
+
             def _serve(self) -> None:
                 length = int(self.headers.get("content-length") or 0)
                 raw = self.rfile.read(length) if length else b""
@@ -138,7 +142,7 @@ class WireServer:
                     method=self.command,
                     path=self.path,
                     headers={k.lower(): v for k, v in self.headers.items()},
-                    body=json.loads(raw) if raw else None,
+                    body=server._decode(raw),
                 )
                 with server._lock:
                     server.received.append(received)
