@@ -84,7 +84,7 @@ else:
         ],
     }
 
-page = st.navigation(pages)
+page = st.navigation(pages, expanded=True)  # every page in view: folding the last ones away hid Settings and Billing
 
 
 @st.fragment(run_every=60)

@@ -310,3 +310,41 @@ def test_a_webhook_without_a_signing_secret_or_with_a_body_that_is_not_an_event_
         deliver(fake.event("invoice.paid", {"id": "in_1"}))
     with db.read_session() as s:
         assert s.scalar(select(func.count()).select_from(StripeEvent)) == 0
+
+
+WORKFLOW = """
+name: {name}
+nodes:
+  - id: shout
+    type: transform
+    params: {{value: "hi"}}
+"""
+
+
+def test_workflows_and_their_runs_stop_at_the_plan_limit_in_the_engine(fake, ws):
+    from engine.workflows import runs, store
+    from engine.workflows.models import WorkflowRun
+
+    made = [store.create(ws, WORKFLOW.format(name=f"wf{i}")) for i in range(3)]  # Free keeps 3
+    with pytest.raises(PlanLimitReached, match=r"workflows is reached: 3 of 3.*Upgrade to Pro") as err:
+        store.create(ws, WORKFLOW.format(name="wf3"))
+    assert err.value.limit == "workflows"
+    with pytest.raises(PlanLimitReached):
+        store.clone(ws, made[0].id)
+    first = runs.trigger(ws, made[0].id)
+    with db.transaction() as s:  # 199 of Free's 200 runs this month already started
+        version_id = s.get(WorkflowRun, first.id).version_id
+        s.add_all(WorkflowRun(workspace_id=ws.workspace_id, workflow_id=made[0].id, version_id=version_id,
+                              user_id=ws.user_id, trigger="manual", inputs={}, status="succeeded")
+                  for _ in range(198))
+    runs.trigger(ws, made[1].id)  # the 200th
+    with pytest.raises(PlanLimitReached, match=r"workflow runs this month is reached: 200 of 200") as err:
+        runs.trigger(ws, made[1].id)
+    assert err.value.current == 200
+    with db.read_session() as s:
+        assert s.scalar(select(func.count()).select_from(WorkflowRun)) == 200  # nothing queued by the refusal
+    subscribe(fake, ws)
+    store.create(ws, WORKFLOW.format(name="wf3"))
+    runs.trigger(ws, made[1].id)
+    names = {u.limit: u.used for u in billing.overview(ws).usage}
+    assert names["workflows"] == 4 and names["workflow_runs"] == 201

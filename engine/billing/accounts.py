@@ -234,6 +234,9 @@ class Overview:
 
 
 def overview(actor: Actor) -> Overview:
+    # The rooms whose things a plan counts register their counters when imported: make sure they are.
+    from engine.workflows import plan_limits  # noqa: F401
+
     with db.read_session() as s:
         role = authorize(s, actor, "billing.read")
         state = limits.effective(s, actor.workspace_id)

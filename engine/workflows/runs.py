@@ -23,7 +23,7 @@ from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
-from engine.workflows import payloads, spec as specs, store
+from engine.workflows import payloads, plan_limits, spec as specs, store
 from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import (
     FINISHED, Workflow, WorkflowApproval, WorkflowDeadLetter, WorkflowRun, WorkflowStep, WorkflowVersion,
@@ -125,6 +125,7 @@ def trigger(actor: Actor, workflow_id: int, inputs: dict[str, Any] | None = None
     try:
         with db.transaction() as s:
             write_lock(s)
+            plan_limits.check_new_run(s, actor.workspace_id)
             run = WorkflowRun(workspace_id=actor.workspace_id, workflow_id=workflow_id, version_id=version_id,
                               user_id=actor.user_id, project_id=project_id, trigger=trigger, inputs=values,
                               idempotency_key=key)

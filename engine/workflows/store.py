@@ -18,7 +18,7 @@ from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import Project
 from engine.permissions import Actor, authorize
-from engine.workflows import spec as specs
+from engine.workflows import plan_limits, spec as specs
 from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import Workflow, WorkflowRun, WorkflowVersion
 
@@ -88,6 +88,7 @@ def create(actor: Actor, source: str, *, project_id: int | None = None) -> Workf
             if s.scalar(select(Workflow.id).where(Workflow.workspace_id == actor.workspace_id,
                                                   Workflow.name == spec.name)):
                 raise Conflict(f"A workflow called {spec.name!r} exists already; change name: in the spec.")
+            plan_limits.check_new_workflow(s, actor.workspace_id)
             wf = Workflow(workspace_id=actor.workspace_id, name=spec.name, description=spec.description,
                           project_id=project_id, created_by=actor.user_id, current_version=1)
             s.add(wf)
