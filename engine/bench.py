@@ -48,6 +48,15 @@ def run(args) -> dict:
     return importlib.import_module(args.bench_module).run(args)
 
 
+def restore_env(saved: dict[str, str | None]) -> None:
+    """Put environment variables back as ``saved`` had them (None: it was unset)."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextmanager
 def scratch_database(url: str | None) -> Iterator[Engine]:
     if url is None:

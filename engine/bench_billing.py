@@ -35,7 +35,7 @@ def _run_on(url: str | None, rows: int) -> dict:
     from engine import accounts, db, migrate
     from engine.billing import limits, meters, stripe_api
     from engine.billing.models import BillingAccount
-    from engine.bench import scratch_database
+    from engine.bench import restore_env, scratch_database
     from engine.config import get_settings
     from tests.fakes.stripe_server import METER_ID, SECRET_KEY, FakeStripe
 
@@ -74,11 +74,7 @@ def _run_on(url: str | None, rows: int) -> dict:
                     "extra_us": round(billed - self_hosted), "drain_per_s": round(rows / drain_s), "once": once}
         finally:
             db.use_engine(None)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_env(saved)
             settings_changed()
 
 

@@ -28,7 +28,7 @@ def run(args) -> dict:
     from openai import OpenAI
 
     from engine import connections, db, generation, migrate, routes, vault
-    from engine.bench import scratch_database
+    from engine.bench import restore_env, scratch_database
     from engine.config import get_settings
     from engine.permissions import Actor
     from tests.fakes.openai_server import API_KEY, FakeOpenAI
@@ -90,11 +90,7 @@ def run(args) -> dict:
                     pass
         finally:
             db.use_engine(None)
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+            restore_env(saved)
             get_settings.cache_clear()
 
     overhead = [g - d for g, d in zip(generate_s, direct_s, strict=True)]

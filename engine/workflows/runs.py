@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import audit, db
+from engine.billing import limits
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry
@@ -181,6 +182,12 @@ def start_child(parent_id: int, node_id: str, name: str, inputs: dict[str, Any])
                       idempotency_key=key)
     with db.transaction() as s:
         write_lock(s)
+        try:
+            plan_limits.check_new_run(s, fields["workspace_id"])
+        except limits.PlanLimitReached as exc:  # the parent's node fails with the plan's own words
+            from engine.workflows.nodes import NodeFailed
+
+            raise NodeFailed(str(exc), retry=False) from None
         run = WorkflowRun(**fields)
         s.add(run)
         s.flush()
@@ -261,6 +268,7 @@ def replay(actor: Actor, dead_letter_id: int) -> RunView:
             raise NotFound("That dead letter does not exist in this workspace.")
         if letter.replayed_run_id is not None:
             raise Conflict(f"It was replayed already, as run {letter.replayed_run_id}.")
+        plan_limits.check_new_run(s, actor.workspace_id)
         old = s.get(WorkflowRun, letter.run_id)
         run = WorkflowRun(workspace_id=old.workspace_id, workflow_id=old.workflow_id, version_id=old.version_id,
                           user_id=actor.user_id, project_id=old.project_id, trigger="replay", inputs=old.inputs)
