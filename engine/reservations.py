@@ -20,13 +20,16 @@ at its real cost, after its hold stopped counting.
 
 Locking: on PostgreSQL ``SELECT … FOR UPDATE`` on the budget rows, then the holds are read; on
 SQLite the reservation begins with BEGIN IMMEDIATE, which takes the database's write lock
-before anything is read, so two callers can never both pass the check on the same snapshot. That makes a call no budget covers one short write transaction
+before anything is read, so two callers can never both pass the check on the same snapshot; the
+reservations a process's threads ask for at once are made in one such transaction (``_Combined``). That makes a call no budget covers one short write transaction
 too, in a database where every call writes its ledger row anyway. A settle runs in the ledger
 transaction, which holds that lock from its ledger insert on.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,26 +163,32 @@ class Reservations:
         self.ttl = ttl
 
     def reserve(self, ctx: CallContext, amount: Decimal | None) -> Hold | None:
-        params = covering_params(ctx)
+        if db.is_sqlite():
+            return _SQLITE_WRITES.run(lambda conn: self._reserve_in(conn, ctx, amount))
         with db.write_transaction() as conn:
-            now = self.clock()
-            if conn.dialect.name == "sqlite":
-                budgets = _locked(conn, COVERING_WITH_HELD, params | {"now": now})
-            else:
-                budgets = _locked(conn, LOCK_COVERING, params)
-                holding = held(conn, [b.id for b in budgets], now)
-                for b in budgets:
-                    b.held = holding.get(b.id, Decimal(0))
-            if not budgets:
-                return None  # nothing covers the call: nothing to hold
+            return self._reserve_in(conn, ctx, amount)
+
+    def _reserve_in(self, conn, ctx: CallContext, amount: Decimal | None) -> Hold | None:
+        """One reservation inside a write transaction that holds the lock (see the module's docstring)."""
+        params = covering_params(ctx)
+        now = self.clock()
+        if conn.dialect.name == "sqlite":
+            budgets = _locked(conn, COVERING_WITH_HELD, params | {"now": now})
+        else:
+            budgets = _locked(conn, LOCK_COVERING, params)
+            holding = held(conn, [b.id for b in budgets], now)
             for b in budgets:
-                if roll(conn, b, b.tz, now) == "rolled":
-                    _store(conn, b)
-            self._check(ctx, amount, [(b, b.held) for b in budgets])
-            reserved = to_money(amount or 0)
-            ids = conn.scalars(ADD_HOLDS, [
-                dict(budget_id=b.id, request_id=ctx.request_id, attempt=ctx.attempt, amount=reserved,
-                     state="held", created_at=now, expires_at=now + self.ttl) for b in budgets]).all()
+                b.held = holding.get(b.id, Decimal(0))
+        if not budgets:
+            return None  # nothing covers the call: nothing to hold
+        for b in budgets:
+            if roll(conn, b, b.tz, now) == "rolled":
+                _store(conn, b)
+        self._check(ctx, amount, [(b, b.held) for b in budgets])
+        reserved = to_money(amount or 0)
+        ids = conn.scalars(ADD_HOLDS, [
+            dict(budget_id=b.id, request_id=ctx.request_id, attempt=ctx.attempt, amount=reserved,
+                 state="held", created_at=now, expires_at=now + self.ttl) for b in budgets]).all()
         return Hold(ctx.workspace_id, ctx.request_id, ctx.attempt, reserved, tuple(ids), tuple(b.id for b in budgets))
 
     @staticmethod
@@ -253,4 +262,63 @@ class Reservations:
             conn.execute(RELEASE, {"hold_ids": list(hold.hold_ids), "at": self.clock()})
 
 
+class _Combined:
+    """SQLite: the reservations that a process's threads ask for at once, made in one write transaction.
+
+    SQLite has one writer at a time, and under the GIL a thread that holds its lock waits for the
+    interpreter behind every other thread at each statement; fifty callers each taking the lock
+    for one reservation spent most of it waiting. So a caller queues its reservation and, if no
+    one is making reservations, makes every queued one itself, one after another in one
+    transaction: each sees the holds written before it, exactly as if they had run one by one.
+    A refusal (``BudgetExceeded``, ``Downgrade``) is its caller's alone and writes nothing; any
+    other error fails the transaction, and every caller in it gets that error.
+    """
+
+    BATCH = 64
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held by the caller making the queued reservations
+        self._queue: deque[_Slot] = deque()
+
+    def run(self, job: Callable):
+        slot = _Slot(job)
+        self._queue.append(slot)
+        while not slot.done.is_set():
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._drain()
+                finally:
+                    self._lock.release()
+                # One queued between our last look and the release finds the lock free itself.
+            else:
+                slot.done.wait(0.05)
+        if slot.error is not None:
+            raise slot.error
+        return slot.result
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(self.BATCH, len(self._queue)))]
+            try:
+                with db.write_transaction() as conn:
+                    for slot in batch:
+                        try:
+                            slot.result = slot.job(conn)
+                        except (BudgetExceeded, Downgrade) as refused:
+                            slot.error = refused
+            except BaseException as exc:  # the transaction failed: nothing of it was written
+                for slot in batch:
+                    slot.result, slot.error = None, exc
+            for slot in batch:
+                slot.done.set()
+
+
+class _Slot:
+    __slots__ = ("job", "done", "result", "error")
+
+    def __init__(self, job: Callable) -> None:
+        self.job, self.done, self.result, self.error = job, threading.Event(), None, None
+
+
+_SQLITE_WRITES = _Combined()
 HOOK = Reservations()

@@ -16,6 +16,7 @@ import multiprocessing
 import random
 import sys
 import threading
+import time
 import types
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -236,3 +237,60 @@ def test_random_sequences_keep_the_promise(one_workspace, ops):
             assert holding == live()
     finally:
         hook.clock = original
+
+
+def _queue_three(combined, jobs):
+    """Three callers whose reservations queue while another caller is making some, then run as one batch."""
+    results = {}
+    combined._lock.acquire()  # a reservation in progress: the next callers queue behind it
+
+    def call(name, job):
+        try:
+            results[name] = combined.run(job)
+        except Exception as exc:  # noqa: BLE001 - the test reads what each caller got
+            results[name] = exc
+
+    threads = [threading.Thread(target=call, args=(name, job)) for name, job in jobs.items()]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(combined._queue) < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    combined._lock.release()
+    for t in threads:
+        t.join(10)
+    return results
+
+
+def test_reservations_queued_together_run_in_one_transaction_and_refusals_stay_their_own(sqlite_database):
+    from sqlalchemy import text
+
+    from engine.reservations import BudgetExceeded, _Combined
+
+    with sqlite_database.begin() as conn:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS combined_probe (x INTEGER)"))
+        conn.execute(text("DELETE FROM combined_probe"))
+
+    def insert(x):
+        def job(conn):
+            conn.execute(text("INSERT INTO combined_probe VALUES (:x)"), {"x": x})
+            return x
+        return job
+
+    def refuse(_conn):
+        raise BudgetExceeded("over", 1)
+
+    def broken(conn):
+        conn.execute(text("INSERT INTO combined_probe VALUES (99)"))
+        raise RuntimeError("disk I/O error")
+
+    try:
+        got = _queue_three(_Combined(), {"a": insert(1), "b": refuse, "c": insert(3)})
+        assert got["a"] == 1 and got["c"] == 3 and isinstance(got["b"], BudgetExceeded)
+        got = _queue_three(_Combined(), {"a": insert(4), "b": broken, "c": insert(6)})
+        assert all(isinstance(v, RuntimeError) for v in got.values()), got  # one transaction: one fate
+        with sqlite_database.connect() as conn:
+            assert sorted(x for (x,) in conn.execute(text("SELECT x FROM combined_probe"))) == [1, 3]
+    finally:
+        with sqlite_database.begin() as conn:
+            conn.execute(text("DROP TABLE combined_probe"))
