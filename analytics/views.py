@@ -189,7 +189,7 @@ class Exported:
 
     hourly: str  # table names in that database's main schema
     daily: str
-    latency: str
+    latency: str | None  # None while it is being built: the latency files are read instead
     latency_by_model: str  # ``latency`` summed over every key but provider, model and status
     latency_overall: str  # and over those too: by day, status and bucket alone
 
@@ -275,7 +275,8 @@ def attach(con: duckdb.DuckDBPyConnection, snap: Snapshot, exported: Exported | 
         for view, table in (("_hourly", exported.hourly), ("_daily", exported.daily), ("_latency", exported.latency),
                             ("_latency_by_model", exported.latency_by_model),
                             ("_latency_overall", exported.latency_overall)):
-            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM main.{table}")
+            source = f"main.{table}" if table else f"({latency_files_sql(list(snap.latency_files), columns, snap.file_schemas)})"
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT * FROM {source}")
     else:
         con.execute(f"CREATE OR REPLACE TEMP VIEW _hourly AS {rollup_files_sql(list(snap.rollup_files), known, columns, snap.file_schemas)}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW _daily AS SELECT CAST(hour AS DATE) AS day, {keys}, {sums} "

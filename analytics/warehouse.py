@@ -26,6 +26,7 @@ never through a float. Nothing here writes the system of record.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import itertools
 import json
@@ -35,7 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -496,6 +497,9 @@ _rollups: dict[tuple, _Built] = {}  # exported rollups by file list; small LRU
 _retired_rollups: list[tuple[float, Exported]] = []  # evicted, in eviction order: dropped after a grace period
 _rollup_ids = itertools.count(1)
 ROLLUP_CACHE_SIZE = 8
+LATENCY_BUILD_DELAY_S = 2.0  # see _build_latency_later
+_latency_ready: set[str] = set()  # full-key latency tables that exist (the others are being built)
+_latency_builds: list[threading.Timer] = []
 MAX_EXTENSIONS = 10  # see _exported_rollups
 rollup_builds = {"full": 0, "incremental": 0}  # how the kept rollups were made, since the process began
 
@@ -507,6 +511,12 @@ def clear_caches() -> None:
         dropped = [b.exported for b in _rollups.values()] + [e for _, e in _retired_rollups]
         _rollups.clear()
         _retired_rollups.clear()
+        _latency_ready.clear()
+        builds = list(_latency_builds)
+        _latency_builds.clear()
+    for timer in builds:
+        timer.cancel()
+        timer.join()
     _drop(dropped)
 
 
@@ -604,11 +614,12 @@ def _exported_rollups(root: Path, workspace_id: int, ledger_files: tuple[str, ..
         picked, mixed = added if added is not None else (list(range(len(rollup_files))), [])
         # Rows of merged files above the watermark are rolled up from the ledger file, as the export does.
         above = [(ledger_files[i], [c for c in columns if c.name in set(schemas[i])]) for i in mixed]
-        _build(con, exported, base.exported if added is not None else None,
-               [rollup_files[i] for i in picked], [latency_files[i] for i in picked],
-               tuple(schemas[i] for i in picked) if schemas else (), known, columns,
-               [(f"(SELECT * FROM read_parquet({file_list([path])}) WHERE id > {int(base.watermark)})", present)
-                for path, present in above] if added is not None else [])
+        latency_made = _build(
+            con, exported, base.exported if added is not None else None,
+            [rollup_files[i] for i in picked], [latency_files[i] for i in picked],
+            tuple(schemas[i] for i in picked) if schemas else (), known, columns,
+            [(f"(SELECT * FROM read_parquet({file_list([path])}) WHERE id > {int(base.watermark)})", present)
+             for path, present in above] if added is not None else [])
     finally:
         con.close()
     built = _Built(exported, scope, max((hi for _, hi, _ in parts), default=0), sum(n for _, _, n in parts),
@@ -616,11 +627,15 @@ def _exported_rollups(root: Path, workspace_id: int, ledger_files: tuple[str, ..
     rollup_builds["incremental" if added is not None else "full"] += 1
     with _cache_lock:
         _rollups[key] = built
+        if latency_made:
+            _latency_ready.add(exported.latency)
         while len(_rollups) > ROLLUP_CACHE_SIZE:
             _retired_rollups.append((time.time(), _rollups.pop(next(iter(_rollups))).exported))
         expired = [e for at, e in _retired_rollups if time.time() - at > RETIRED_GRACE_S]
         del _retired_rollups[:len(expired)]
     _drop(expired)
+    if not latency_made:
+        _build_latency_later(key, exported, latency_files, columns, schemas)
     return exported
 
 
@@ -647,9 +662,14 @@ def _new_rows(con, base: _Built, files: tuple[str, ...],
 
 
 def _build(con, exported: Exported, base: Exported | None, rollup_files: list[str], latency_files: list[str],
-           schemas: tuple, known: set[str], columns: list[Column], rows: list[tuple[str, list[Column]]]) -> None:
+           schemas: tuple, known: set[str], columns: list[Column], rows: list[tuple[str, list[Column]]]) -> bool:
     """Create ``exported``'s tables: ``base``'s rows (if any), those of the given files, and ``rows``
-    (ledger rows in their stored types, with their columns) rolled up here."""
+    (ledger rows in their stored types, with their columns) rolled up here.
+
+    The full-key latency histogram is the biggest and the least asked for (only filters on
+    projects, people, kinds or tags need it): it is extended here only when ``base`` has it, and
+    otherwise left to ``_build_latency_later``. Returns whether it was made.
+    """
     types = rollup_types(columns)
     keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
     sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
@@ -666,18 +686,72 @@ def _build(con, exported: Exported, base: Exported | None, rollup_files: list[st
         hourly += f" UNION ALL BY NAME SELECT * FROM ({rollup_sql(source, present)})"
         latency += f" UNION ALL BY NAME SELECT * FROM ({latency_sql(source, present)})"
     con.execute(f"CREATE OR REPLACE TEMP TABLE _new_hourly AS {hourly}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_latency AS {latency}")
     con.execute(f"CREATE TABLE main.{exported.hourly} AS {with_base(base and base.hourly, 'SELECT * FROM _new_hourly')}")
     daily = f"SELECT CAST(hour AS DATE) AS day, {keys}, {sums} FROM _new_hourly GROUP BY ALL ORDER BY day"
     con.execute(f"CREATE TABLE main.{exported.daily} AS {with_base(base and base.daily, f'({daily})')}")
-    con.execute(f"CREATE TABLE main.{exported.latency} AS "
-                f"{with_base(base and base.latency, 'SELECT * FROM _new_latency')}")
+    con.execute("DROP TABLE _new_hourly")
     for table, base_table, coarse in ((exported.latency_by_model, base and base.latency_by_model, "latency_by_model"),
                                       (exported.latency_overall, base and base.latency_overall, "latency_overall")):
-        fresh = f"(SELECT * FROM ({coarse_latency_sql('_new_latency', LATENCY_COARSE[coarse])}) ORDER BY day)"
+        # Straight from the files: DuckDB decodes only the keys these need (no tag lists).
+        fresh = f"(SELECT * FROM ({coarse_latency_sql(f'({latency})', LATENCY_COARSE[coarse])}) ORDER BY day)"
         con.execute(f"CREATE TABLE main.{table} AS {with_base(base_table, fresh)}")
-    con.execute("DROP TABLE _new_hourly")
-    con.execute("DROP TABLE _new_latency")
+    if base is None or not _latency_built(base):
+        return False
+    con.execute(f"CREATE TABLE main.{exported.latency} AS {with_base(base.latency, latency)}")
+    return True
+
+
+def _latency_built(exported: Exported) -> bool:
+    with _cache_lock:
+        return exported.latency in _latency_ready
+
+
+def _build_latency_later(key: tuple, exported: Exported, latency_files: tuple[str, ...], columns: list[Column],
+                         schemas: tuple) -> None:
+    """Build the full-key latency histogram from every file in a thread, once the page that asked
+    for these rollups has had the machine to itself for a moment; until then ``connect`` shows the
+    files themselves as that histogram."""
+    def build() -> None:
+        con = _scratch_duckdb()
+        try:
+            con.execute(f"CREATE TABLE main.{exported.latency} AS "
+                        f"{latency_files_sql(list(latency_files), columns, schemas)}")
+        except duckdb.Error:  # dropped meanwhile (cleared or evicted): the files serve, as before
+            return
+        finally:
+            con.close()
+        with _cache_lock:
+            kept = key in _rollups and _rollups[key].exported is exported
+            if kept:
+                _latency_ready.add(exported.latency)
+        if not kept:
+            _drop([exported])
+
+    timer = threading.Timer(LATENCY_BUILD_DELAY_S, build)
+    timer.daemon = True
+    with _cache_lock:
+        _latency_builds.append(timer)
+    timer.start()
+
+
+@atexit.register
+def _cancel_builds() -> None:
+    # A build still running when the interpreter exits would leave DuckDB's objects half torn down.
+    with _cache_lock:
+        pending = list(_latency_builds)
+        _latency_builds.clear()
+    for timer in pending:
+        timer.cancel()
+        timer.join(10)
+
+
+def wait_for_builds(timeout_s: float = 60.0) -> None:
+    """Wait until the rollups being built in the background are done (benchmarks, tests)."""
+    with _cache_lock:
+        pending = list(_latency_builds)
+        _latency_builds.clear()
+    for timer in pending:
+        timer.join(timeout_s)
 
 
 def _drop(rollups: list[Exported]) -> None:
@@ -689,6 +763,8 @@ def _drop(rollups: list[Exported]) -> None:
         for e in rollups:
             for table in (e.hourly, e.daily, e.latency, e.latency_by_model, e.latency_overall):
                 con.execute(f"DROP TABLE IF EXISTS main.{table}")
+            with _cache_lock:
+                _latency_ready.discard(e.latency)
     finally:
         con.close()
 
@@ -725,6 +801,8 @@ def connect(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
     snap = snapshot(workspace_id, fresh=fresh, root=root, engine=engine)
     exported = _exported_rollups(root, snap.workspace_id, snap.files, snap.rollup_files, snap.latency_files, set(snap.file_columns),
                                  ledger_columns(), snap.file_schemas, snap.file_parts)
+    if not _latency_built(exported):
+        exported = replace(exported, latency=None)  # still being built: the files serve meanwhile
     con = _scratch_duckdb()
     attach(con, snap, exported)
     return con

@@ -182,6 +182,7 @@ def _page(actor, root: Path, now: datetime) -> tuple[float, float]:
     try:
         warehouse.clear_caches()
         cold = load()
+        warehouse.wait_for_builds()  # warm: what the cold load left building in the background is built
         warm = statistics.median(load() for _ in range(5))
     finally:
         warehouse.use_root(None)

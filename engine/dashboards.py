@@ -260,12 +260,20 @@ class _RateBook:
         """Whether one price holds for the whole UTC hour, and which (catalog prices change on the half hour at most)."""
         if hour in self._broken_hours:
             return False, None
+        if (provider, model) not in self._overrides:
+            return _catalog_hour(provider, model, hour)
         rates = self.at(provider, model, hour)
         return rates == self.at(provider, model, hour + HALF_HOUR), rates
 
 
 def _hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
+
+
+@lru_cache(maxsize=262_144)  # a month of hours for a few hundred models: a page's rerun prices nothing again
+def _catalog_hour(provider: str, model: str, hour: datetime) -> tuple[bool, pricing.Rates | None]:
+    rates = _catalog_rates(provider, model, hour)
+    return rates == _catalog_rates(provider, model, hour + HALF_HOUR), rates
 
 
 @lru_cache(maxsize=65_536)

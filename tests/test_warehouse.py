@@ -332,3 +332,31 @@ def test_kept_rollups_grow_by_each_exports_new_files_and_match_a_full_read(datab
     assert warehouse.rollup_builds["incremental"] - builds["incremental"] >= 3
     assert compacted  # merged files that hold counted and new rows alike were among them
     assert warehouse_totals(warehouse.connect(actor.workspace_id, root=tmp_path)) == ledger_totals(actor.workspace_id)
+
+
+def test_the_full_key_latency_histogram_is_built_behind_the_first_page_and_answers_the_same_meanwhile(
+        database, tmp_path):
+    actor = owner()
+    add_rows(actor.workspace_id, actor.user_id, 200, seed=5)
+    warehouse.refresh(root=tmp_path, settle=timedelta(0))
+    warehouse.clear_caches()
+    cells = ("SELECT day, user_id, kind, tags, status, latency_bucket, sum(calls) FROM ledger_latency_daily "
+             "GROUP BY ALL ORDER BY ALL")
+
+    def latency_source(con) -> str:
+        [(sql,)] = con.execute("SELECT sql FROM duckdb_views() WHERE view_name = '_latency'").fetchall()
+        return sql
+
+    first = warehouse.connect(actor.workspace_id, root=tmp_path)
+    assert "read_parquet" in latency_source(first)  # the cold page does not wait for the biggest table
+    meanwhile = first.execute(cells).fetchall()
+    warehouse.wait_for_builds()
+    later = warehouse.connect(actor.workspace_id, root=tmp_path)
+    assert "read_parquet" not in latency_source(later)
+    assert later.execute(cells).fetchall() == meanwhile
+    add_rows(actor.workspace_id, actor.user_id, 20, seed=6, start=NOW + timedelta(days=1))
+    warehouse.refresh(root=tmp_path, settle=timedelta(0))
+    extended = warehouse.connect(actor.workspace_id, root=tmp_path)  # built on the kept one: no wait
+    assert "read_parquet" not in latency_source(extended)
+    assert extended.execute("SELECT sum(calls) FROM ledger_latency_daily").fetchone() == \
+        extended.execute("SELECT count(latency_ms) FROM ledger").fetchone()
