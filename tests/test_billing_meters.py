@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import select as fd_select  # sqlalchemy's select is the other one
 import signal
 import subprocess
 import sys
@@ -146,9 +147,14 @@ def test_killed_between_writing_usage_and_draining_many_times_every_row_is_bille
     kills = 0
     for round_ in range(300):
         proc = subprocess.Popen([sys.executable, "-m", "tests.billing_kill_worker", str(pro.workspace_id),
-                                 str(total), str(rng.randint(2, 12)), str(round_)], cwd=PROJECT_ROOT, env=env)
+                                 str(total), str(rng.randint(2, 12)), str(round_)], cwd=PROJECT_ROOT, env=env,
+                                stdout=subprocess.PIPE, text=True)
+        # The kill lands at a random moment of the work itself, not of the interpreter's start-up,
+        # which on a busy machine can outlast any fixed timeout.
+        ready, _, _ = fd_select.select([proc.stdout], [], [], 120)
+        assert ready and proc.stdout.readline().strip() == "ready", "the worker did not start"
         try:
-            proc.wait(timeout=rng.uniform(0.5, 0.9))  # about half a second of that is start-up
+            proc.wait(timeout=rng.uniform(0.0, 0.4))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
