@@ -26,9 +26,7 @@ never through a float. Nothing here writes the system of record.
 
 from __future__ import annotations
 
-import atexit
 import fcntl
-import itertools
 import json
 import os
 import secrets
@@ -46,23 +44,20 @@ import pyarrow as pa
 from sqlalchemy import JSON, Boolean, Engine, Integer, String, Text, select
 
 from analytics.views import (
-    LATENCY_COARSE,
     LATENCY_VALUE_SQL,
     ROLLUP_KEYS,
     Column,
     Exported,
     Snapshot,
     attach,
-    coarse_latency_sql,
     file_list,
-    latency_files_sql,
     latency_percentiles_sql,
     latency_sql,
     measures,
-    rollup_files_sql,
     rollup_sql,
     rollup_types,
 )
+from analytics import kept_rollups, shared_db
 from engine import db
 from engine.config import get_settings
 from engine.dbtypes import ExactDecimal, UTCDateTime
@@ -82,7 +77,6 @@ TARGET_FILE_ROWS = 4_000_000  # …into files of about this many rows, one month
 RETIRED_GRACE_S = 600  # a superseded file stays this long for readers holding an older manifest
 PG_SETTLE = timedelta(seconds=60)  # see ``refresh``
 SNAPSHOT_REUSE_S = 30.0  # ``connect(fresh=False)`` may reuse a tail read this recently
-DUCKDB_THREADS = 2
 # ``tags`` is a JSON list of strings in the system of record; other JSON columns stay JSON text.
 LIST_COLUMNS = {"tags"}
 SUBDIRS = ("ledger", "rollup", "latency")
@@ -195,29 +189,6 @@ def _part_name(lo: int, hi: int) -> str:
     return f"part-{lo:012d}-{hi:012d}-{secrets.token_hex(4)}.parquet"
 
 
-_shared_lock = threading.Lock()
-_shared: duckdb.DuckDBPyConnection | None = None
-
-
-def _scratch_duckdb() -> duckdb.DuckDBPyConnection:
-    """A new connection to the process's one in-memory DuckDB database.
-
-    Opening a database costs tens of milliseconds, a connection to it almost nothing; each
-    connection has its own temporary views and registered tables, so two never see each
-    other's. Sharing the database also shares its cache of Parquet footers, which is safe
-    because a warehouse file is never rewritten under its name.
-    """
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = duckdb.connect(config={
-                "threads": DUCKDB_THREADS, "python_enable_replacements": False, "enable_object_cache": True,
-            })
-        con = _shared.cursor()
-    con.execute("SET TimeZone = 'UTC'")
-    return con
-
-
 def _copy_to(con: duckdb.DuckDBPyConnection, query: str, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
@@ -300,7 +271,7 @@ def refresh(engine: Engine | None = None, *, root: Path | None = None, settle: t
     with _export_lock(root):
         manifest = read_manifest(root)
         _reconcile(engine, root, manifest)
-        con = _scratch_duckdb()
+        con = shared_db.cursor()
         try:
             while True:
                 now = datetime.now(UTC)
@@ -493,31 +464,17 @@ def _collect_garbage(root: Path, manifest: dict) -> None:
 
 _cache_lock = threading.Lock()
 _snapshots: dict[tuple, Snapshot] = {}
-_rollups: dict[tuple, _Built] = {}  # exported rollups by file list; small LRU
-_retired_rollups: list[tuple[float, Exported]] = []  # evicted, in eviction order: dropped after a grace period
-_rollup_ids = itertools.count(1)
-ROLLUP_CACHE_SIZE = 8
-LATENCY_BUILD_DELAY_S = 2.0  # see _build_latency_later
-_latency_ready: set[str] = set()  # full-key latency tables that exist (the others are being built)
-_latency_builds: list[threading.Timer] = []
-MAX_EXTENSIONS = 10  # see _exported_rollups
-rollup_builds = {"full": 0, "incremental": 0}  # how the kept rollups were made, since the process began
+
+
+rollup_builds = kept_rollups.rollup_builds  # how connections' rollups were made: read whole or extended
+wait_for_builds = kept_rollups.wait_for_builds
 
 
 def clear_caches() -> None:
     """Forget the kept rollups and tail snapshots (a benchmark's cold start)."""
     with _cache_lock:
         _snapshots.clear()
-        dropped = [b.exported for b in _rollups.values()] + [e for _, e in _retired_rollups]
-        _rollups.clear()
-        _retired_rollups.clear()
-        _latency_ready.clear()
-        builds = list(_latency_builds)
-        _latency_builds.clear()
-    for timer in builds:
-        timer.cancel()
-        timer.join()
-    _drop(dropped)
+    kept_rollups.clear()
 
 
 def snapshot(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
@@ -552,8 +509,8 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
     latency_files = tuple(str(root / f["latency"]) for f in mine)
     schemas = tuple(tuple(f["columns"]) for f in mine)
     parts = tuple((int(f["lo"]), int(f["hi"]), int(f["rows"])) for f in mine)
-    hourly = _exported_rollups(root, workspace_id, _files_for(root, manifest, workspace_id), rollup_files, latency_files, known, columns, schemas, parts).hourly
-    con = _scratch_duckdb()
+    hourly = kept_rollups.rollups(root, workspace_id, _files_for(root, manifest, workspace_id), rollup_files, latency_files, known, columns, schemas, parts).hourly
+    con = shared_db.cursor()
     try:
         con.execute(f"CREATE TEMP VIEW _hourly AS SELECT * FROM main.{hourly}")
         # On SQLite "+" keeps the planner on the rowid range (the tail is small) rather than
@@ -574,199 +531,6 @@ def _take_snapshot(engine: Engine, root: Path, manifest: dict, workspace_id: int
         rollup_files, latency_files, tuple(c.name for c in columns if c.name in known),
         tail, projects, clients, users, tuple(columns), time.time(), schemas, parts,
     )
-
-
-@dataclass(frozen=True)
-class _Built:
-    """Rollup tables kept for one file list, and what they cover, so the next list can start from them."""
-
-    exported: Exported
-    scope: tuple  # warehouse, workspace, the columns known and the columns now: a base must share them
-    watermark: int  # the highest ledger id counted
-    rows: int  # how many ledger rows the tables count
-    depth: int  # how many times these tables were extended since they were read whole from files
-
-
-def _exported_rollups(root: Path, workspace_id: int, ledger_files: tuple[str, ...], rollup_files: tuple[str, ...],
-                      latency_files: tuple[str, ...],
-                      known: set[str], columns: list[Column], schemas: tuple[tuple[str, ...], ...],
-                      parts: tuple[tuple[int, int, int], ...]) -> Exported:
-    """The exported files' rollups, computed once per file list and kept as tables of the shared database.
-
-    A new file list is usually the last one plus an export's new files, perhaps with small files
-    compacted into one covering the same ids: then the kept tables are copied with only the new
-    files' rows added, instead of reading every file again. Rows of one key can repeat that way
-    (views always sum them), so after ``MAX_EXTENSIONS`` the tables are read whole again.
-    """
-    key = (rollup_files, latency_files, tuple(sorted(known)), tuple(c.name for c in columns), schemas)
-    scope = (str(root), workspace_id, key[2], key[3])
-    with _cache_lock:
-        if key in _rollups:
-            _rollups[key] = _rollups.pop(key)  # most recently used last
-            return _rollups[key].exported
-        base = next((b for b in reversed(_rollups.values()) if b.scope == scope and b.depth < MAX_EXTENSIONS), None)
-    name = f"rollups_{next(_rollup_ids)}"
-    exported = Exported(f"{name}_hourly", f"{name}_daily", f"{name}_latency", f"{name}_latency_by_model",
-                        f"{name}_latency_overall")
-    con = _scratch_duckdb()
-    try:
-        added = _new_rows(con, base, ledger_files, parts) if base is not None and parts and schemas else None
-        picked, mixed = added if added is not None else (list(range(len(rollup_files))), [])
-        # Rows of merged files above the watermark are rolled up from the ledger file, as the export does.
-        above = [(ledger_files[i], [c for c in columns if c.name in set(schemas[i])]) for i in mixed]
-        latency_made = _build(
-            con, exported, base.exported if added is not None else None,
-            [rollup_files[i] for i in picked], [latency_files[i] for i in picked],
-            tuple(schemas[i] for i in picked) if schemas else (), known, columns,
-            [(f"(SELECT * FROM read_parquet({file_list([path])}) WHERE id > {int(base.watermark)})", present)
-             for path, present in above] if added is not None else [])
-    finally:
-        con.close()
-    built = _Built(exported, scope, max((hi for _, hi, _ in parts), default=0), sum(n for _, _, n in parts),
-                   0 if added is None else base.depth + 1)
-    rollup_builds["incremental" if added is not None else "full"] += 1
-    with _cache_lock:
-        _rollups[key] = built
-        if latency_made:
-            _latency_ready.add(exported.latency)
-        while len(_rollups) > ROLLUP_CACHE_SIZE:
-            _retired_rollups.append((time.time(), _rollups.pop(next(iter(_rollups))).exported))
-        expired = [e for at, e in _retired_rollups if time.time() - at > RETIRED_GRACE_S]
-        del _retired_rollups[:len(expired)]
-    _drop(expired)
-    if not latency_made:
-        _build_latency_later(key, exported, latency_files, columns, schemas)
-    return exported
-
-
-def _new_rows(con, base: _Built, files: tuple[str, ...],
-              parts: tuple[tuple[int, int, int], ...]) -> tuple[list[int], list[int]] | None:
-    """Where the rows the kept tables did not count are: files wholly new (by index), and files that
-    hold some (a compaction merged counted files with new ones); None when the tables cannot be
-    extended.
-
-    Every id counted is at or below the base's watermark and every new one above it. The rows at
-    or below it must be exactly the rows counted: otherwise some were retired (a workspace
-    deleted) and the tables are read whole again.
-    """
-    w = base.watermark
-    old = [i for i, (_, hi, _) in enumerate(parts) if hi <= w]
-    new = [i for i, (lo, _, _) in enumerate(parts) if lo > w]
-    mixed = [i for i in range(len(parts)) if i not in set(old) | set(new)]
-    counted = sum(parts[i][2] for i in old)
-    if mixed:
-        [(below,)] = con.execute(f"SELECT count(*) FROM read_parquet({file_list([files[i] for i in mixed])}, "
-                                 f"union_by_name=true) WHERE id <= {int(w)}").fetchall()
-        counted += below
-    return (new, mixed) if counted == base.rows else None
-
-
-def _build(con, exported: Exported, base: Exported | None, rollup_files: list[str], latency_files: list[str],
-           schemas: tuple, known: set[str], columns: list[Column], rows: list[tuple[str, list[Column]]]) -> bool:
-    """Create ``exported``'s tables: ``base``'s rows (if any), those of the given files, and ``rows``
-    (ledger rows in their stored types, with their columns) rolled up here.
-
-    The full-key latency histogram is the biggest and the least asked for (only filters on
-    projects, people, kinds or tags need it): it is extended here only when ``base`` has it, and
-    otherwise left to ``_build_latency_later``. Returns whether it was made.
-    """
-    types = rollup_types(columns)
-    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS if k in types)
-    sums = ", ".join(f'CAST(sum("{n}") AS {types[n]}) AS "{n}"' for n, _, _ in measures(columns))
-
-    def with_base(table: str | None, sql: str) -> str:
-        return f"SELECT * FROM main.{table} UNION ALL BY NAME {sql}" if table else sql
-
-    # Read as written: two files can share an hour (a key's rows are summed by whoever asks). In file
-    # order, which is time order (DuckDB keeps it): each row group then spans a few days for its zone
-    # map, without the cost of a sort.
-    hourly = f"SELECT * FROM ({rollup_files_sql(rollup_files, known, columns, schemas)})"
-    latency = f"SELECT * FROM ({latency_files_sql(latency_files, columns, schemas)})"
-    for source, present in rows:
-        hourly += f" UNION ALL BY NAME SELECT * FROM ({rollup_sql(source, present)})"
-        latency += f" UNION ALL BY NAME SELECT * FROM ({latency_sql(source, present)})"
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _new_hourly AS {hourly}")
-    con.execute(f"CREATE TABLE main.{exported.hourly} AS {with_base(base and base.hourly, 'SELECT * FROM _new_hourly')}")
-    daily = f"SELECT CAST(hour AS DATE) AS day, {keys}, {sums} FROM _new_hourly GROUP BY ALL ORDER BY day"
-    con.execute(f"CREATE TABLE main.{exported.daily} AS {with_base(base and base.daily, f'({daily})')}")
-    con.execute("DROP TABLE _new_hourly")
-    for table, base_table, coarse in ((exported.latency_by_model, base and base.latency_by_model, "latency_by_model"),
-                                      (exported.latency_overall, base and base.latency_overall, "latency_overall")):
-        # Straight from the files: DuckDB decodes only the keys these need (no tag lists).
-        fresh = f"(SELECT * FROM ({coarse_latency_sql(f'({latency})', LATENCY_COARSE[coarse])}) ORDER BY day)"
-        con.execute(f"CREATE TABLE main.{table} AS {with_base(base_table, fresh)}")
-    if base is None or not _latency_built(base):
-        return False
-    con.execute(f"CREATE TABLE main.{exported.latency} AS {with_base(base.latency, latency)}")
-    return True
-
-
-def _latency_built(exported: Exported) -> bool:
-    with _cache_lock:
-        return exported.latency in _latency_ready
-
-
-def _build_latency_later(key: tuple, exported: Exported, latency_files: tuple[str, ...], columns: list[Column],
-                         schemas: tuple) -> None:
-    """Build the full-key latency histogram from every file in a thread, once the page that asked
-    for these rollups has had the machine to itself for a moment; until then ``connect`` shows the
-    files themselves as that histogram."""
-    def build() -> None:
-        con = _scratch_duckdb()
-        try:
-            con.execute(f"CREATE TABLE main.{exported.latency} AS "
-                        f"{latency_files_sql(list(latency_files), columns, schemas)}")
-        except duckdb.Error:  # dropped meanwhile (cleared or evicted): the files serve, as before
-            return
-        finally:
-            con.close()
-        with _cache_lock:
-            kept = key in _rollups and _rollups[key].exported is exported
-            if kept:
-                _latency_ready.add(exported.latency)
-        if not kept:
-            _drop([exported])
-
-    timer = threading.Timer(LATENCY_BUILD_DELAY_S, build)
-    timer.daemon = True
-    with _cache_lock:
-        _latency_builds.append(timer)
-    timer.start()
-
-
-@atexit.register
-def _cancel_builds() -> None:
-    # A build still running when the interpreter exits would leave DuckDB's objects half torn down.
-    with _cache_lock:
-        pending = list(_latency_builds)
-        _latency_builds.clear()
-    for timer in pending:
-        timer.cancel()
-        timer.join(10)
-
-
-def wait_for_builds(timeout_s: float = 60.0) -> None:
-    """Wait until the rollups being built in the background are done (benchmarks, tests)."""
-    with _cache_lock:
-        pending = list(_latency_builds)
-        _latency_builds.clear()
-    for timer in pending:
-        timer.join(timeout_s)
-
-
-def _drop(rollups: list[Exported]) -> None:
-    """Drop evicted rollup tables, once no page run that started before the eviction can still read them."""
-    if not rollups:
-        return
-    con = _scratch_duckdb()
-    try:
-        for e in rollups:
-            for table in (e.hourly, e.daily, e.latency, e.latency_by_model, e.latency_overall):
-                con.execute(f"DROP TABLE IF EXISTS main.{table}")
-            with _cache_lock:
-                _latency_ready.discard(e.latency)
-    finally:
-        con.close()
 
 
 def _dimensions(engine: Engine, workspace_id: int, user_ids: list[int]) -> tuple[pa.Table, pa.Table, pa.Table]:
@@ -799,10 +563,10 @@ def connect(workspace_id: int, *, fresh: bool = True, root: Path | None = None,
     """
     root = root or warehouse_dir()
     snap = snapshot(workspace_id, fresh=fresh, root=root, engine=engine)
-    exported = _exported_rollups(root, snap.workspace_id, snap.files, snap.rollup_files, snap.latency_files, set(snap.file_columns),
+    exported = kept_rollups.rollups(root, snap.workspace_id, snap.files, snap.rollup_files, snap.latency_files, set(snap.file_columns),
                                  ledger_columns(), snap.file_schemas, snap.file_parts)
-    if not _latency_built(exported):
+    if not kept_rollups.latency_built(exported):
         exported = replace(exported, latency=None)  # still being built: the files serve meanwhile
-    con = _scratch_duckdb()
+    con = shared_db.cursor()
     attach(con, snap, exported)
     return con
