@@ -21,8 +21,6 @@ from engine.config import PROJECT_ROOT, get_settings
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
-
-
 _lock = threading.Lock()
 _engine: Engine | None = None
 _sessions: sessionmaker[Session] | None = None

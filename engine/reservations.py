@@ -20,10 +20,11 @@ at its real cost, after its hold stopped counting.
 
 Locking: on PostgreSQL ``SELECT … FOR UPDATE`` on the budget rows, then the holds are read; on
 SQLite the reservation begins with BEGIN IMMEDIATE, which takes the database's write lock
-before anything is read, so two callers can never both pass the check on the same snapshot; the
-reservations a process's threads ask for at once are made in one such transaction (``_Combined``). That makes a call no budget covers one short write transaction
-too, in a database where every call writes its ledger row anyway. A settle runs in the ledger
-transaction, which holds that lock from its ledger insert on.
+before anything is read, so two callers can never both pass the check on the same snapshot;
+the reservations a process's threads ask for at once are made in one such transaction
+(``_Combined``). That makes a call no budget covers a short write too, in a database where every
+call writes its ledger row anyway. A settle runs in the ledger transaction, which holds that
+lock from its first write on.
 """
 
 from __future__ import annotations
@@ -283,13 +284,16 @@ class _Combined:
     def run(self, job: Callable):
         slot = _Slot(job)
         self._queue.append(slot)
-        while not slot.done.is_set():
+        while not slot.done.is_set() or self._queue:
             if self._lock.acquire(blocking=False):
                 try:
                     self._drain()
                 finally:
                     self._lock.release()
-                # One queued between our last look and the release finds the lock free itself.
+                # Looping while the queue is not empty: one queued after our last look, whose caller
+                # is asleep below, is not left waiting for its timeout.
+            elif slot.done.is_set():
+                break  # another caller is making them
             else:
                 slot.done.wait(0.05)
         if slot.error is not None:
