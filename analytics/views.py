@@ -183,9 +183,9 @@ def latency_files_sql(files: list, columns: list[Column], schemas: tuple = ()) -
 
 @dataclass(frozen=True)
 class Exported:
-    """The exported rows' rollups, summed across files and kept between connections as tables of the
-    process's shared in-memory DuckDB (``warehouse.connect``): native tables, sorted by time, so a
-    period's rows are found by their zone maps instead of a scan of everything kept."""
+    """The exported rows' rollups, kept between connections as tables of the process's shared
+    in-memory DuckDB (``analytics.kept_rollups``): native tables in time order, so a period's rows
+    are found by their zone maps instead of a scan of everything kept."""
 
     hourly: str  # table names in that database's main schema
     daily: str

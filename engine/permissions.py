@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.errors import PermissionDenied
+from engine.errors import NotFound, PermissionDenied
 from engine.models import ROLES, Membership
 
 RANK = {role: rank for rank, role in enumerate(reversed(ROLES))}  # viewer 0 … owner 3
@@ -109,3 +109,12 @@ def authorize(session: Session, actor: Actor, action: str) -> str:
             f"{needed} role or higher. Ask an admin or the owner of this workspace."
         )
     return role
+
+
+def in_workspace(session: Session, model, obj_id: int, workspace_id: int, what: str):
+    """The ``model`` row ``obj_id`` if it belongs to the workspace, else NotFound naming ``what``:
+    the same answer whether it is missing or another workspace's, so an id reveals nothing."""
+    obj = session.get(model, obj_id)
+    if obj is None or obj.workspace_id != workspace_id:
+        raise NotFound(f"That {what} does not exist in this workspace.")
+    return obj

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from engine import audit, db, vault
 from engine.errors import Conflict, InvalidInput, NotFound
-from engine.permissions import Actor, authorize
+from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import WorkflowCredential
 
@@ -72,9 +72,7 @@ def delete(actor: Actor, credential_id: int) -> None:
     with db.transaction() as s:
         write_lock(s)
         authorize(s, actor, "workflow.credentials")
-        c = s.get(WorkflowCredential, credential_id)
-        if c is None or c.workspace_id != actor.workspace_id:
-            raise NotFound("That credential does not exist in this workspace.")
+        c = in_workspace(s, WorkflowCredential, credential_id, actor.workspace_id, "credential")
         audit.record_for(s, actor, "workflow_credential.delete", "workflow_credential", c.id, name=c.name)
         s.delete(c)
 

@@ -23,7 +23,7 @@ from engine.billing import limits
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry
-from engine.permissions import Actor, authorize
+from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows import payloads, plan_limits, spec as specs, store
 from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import (
@@ -72,10 +72,7 @@ class StepView:
 
 
 def _run(s: Session, actor: Actor, run_id: int) -> WorkflowRun:
-    run = s.get(WorkflowRun, run_id)
-    if run is None or run.workspace_id != actor.workspace_id:
-        raise NotFound("That run does not exist in this workspace.")
-    return run
+    return in_workspace(s, WorkflowRun, run_id, actor.workspace_id, "run")
 
 
 def _family(s: Session, run_id: int) -> list[int]:
@@ -263,9 +260,7 @@ def replay(actor: Actor, dead_letter_id: int) -> RunView:
     with db.transaction() as s:
         write_lock(s)
         authorize(s, actor, "workflow.run")
-        letter = s.get(WorkflowDeadLetter, dead_letter_id)
-        if letter is None or letter.workspace_id != actor.workspace_id:
-            raise NotFound("That dead letter does not exist in this workspace.")
+        letter = in_workspace(s, WorkflowDeadLetter, dead_letter_id, actor.workspace_id, "dead letter")
         if letter.replayed_run_id is not None:
             raise Conflict(f"It was replayed already, as run {letter.replayed_run_id}.")
         plan_limits.check_new_run(s, actor.workspace_id)
@@ -283,9 +278,7 @@ def decide(actor: Actor, approval_id: int, approve: bool, comment: str = "") -> 
     with db.transaction() as s:
         write_lock(s)
         authorize(s, actor, "workflow.approve")
-        a = s.get(WorkflowApproval, approval_id)
-        if a is None or a.workspace_id != actor.workspace_id:
-            raise NotFound("That approval does not exist in this workspace.")
+        a = in_workspace(s, WorkflowApproval, approval_id, actor.workspace_id, "approval")
         if a.status != "pending":
             raise Conflict(f"It was {a.status} already.")
         a.status, a.decided_by, a.decided_at = ("approved" if approve else "rejected"), actor.user_id, utcnow()
@@ -377,9 +370,7 @@ def dismiss(actor: Actor, dead_letter_id: int) -> None:
     with db.transaction() as s:
         write_lock(s)
         authorize(s, actor, "workflow.run")
-        d = s.get(WorkflowDeadLetter, dead_letter_id)
-        if d is None or d.workspace_id != actor.workspace_id:
-            raise NotFound("That dead letter does not exist in this workspace.")
+        d = in_workspace(s, WorkflowDeadLetter, dead_letter_id, actor.workspace_id, "dead letter")
         d.dismissed = True
 
 

@@ -17,7 +17,7 @@ from engine import audit, db
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import Project
-from engine.permissions import Actor, authorize
+from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows import plan_limits, spec as specs
 from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import Workflow, WorkflowRun, WorkflowVersion
@@ -48,10 +48,7 @@ class VersionView:
 
 
 def _load(s: Session, actor: Actor, workflow_id: int) -> Workflow:
-    wf = s.get(Workflow, workflow_id)
-    if wf is None or wf.workspace_id != actor.workspace_id:
-        raise NotFound("That workflow does not exist in this workspace.")
-    return wf
+    return in_workspace(s, Workflow, workflow_id, actor.workspace_id, "workflow")
 
 
 def by_name(s: Session, workspace_id: int, name: str) -> Workflow:
@@ -73,9 +70,7 @@ def _view(s: Session, wf: Workflow) -> WorkflowView:
 
 def _check_project(s: Session, actor: Actor, project_id: int | None) -> None:
     if project_id is not None:
-        p = s.get(Project, project_id)
-        if p is None or p.workspace_id != actor.workspace_id:
-            raise NotFound("That project does not exist in this workspace.")
+        in_workspace(s, Project, project_id, actor.workspace_id, "project")
 
 
 def create(actor: Actor, source: str, *, project_id: int | None = None) -> WorkflowView:
