@@ -87,17 +87,13 @@ def _start_workflow_worker():
 
 
 def _start_exporter() -> None:
-    """Export the ledger to the warehouse now, then every half minute while the app runs."""
+    """Export the ledger to the warehouse from a thread: at once, then every half minute while the app runs.
+
+    Not before the UI starts: a first export of a large ledger takes minutes, and the dashboards
+    read what is not exported yet from the database meanwhile.
+    """
     from engine import warehouse_sync
 
-    try:
-        stats = warehouse_sync.export_now()
-    except Exception as exc:  # the app runs without it: dashboards read the rows from the database meanwhile
-        print(f"warning: exporting the ledger to the analytics warehouse failed ({exc}); retrying every 30 s.",
-              file=sys.stderr, flush=True)
-    else:
-        if stats.rows:
-            print(f"Exported {stats.rows:,} ledger rows to the analytics warehouse.", flush=True)
     warehouse_sync.ensure_running()
 
 

@@ -25,7 +25,7 @@ _stop = threading.Event()
 
 
 def export_now() -> warehouse.ExportStats:
-    """Export what is new, now (``engine up`` does it before the UI starts)."""
+    """Export what is new, now (``python -m engine export``)."""
     return warehouse.refresh()
 
 
