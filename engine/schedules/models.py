@@ -21,6 +21,7 @@ from engine.models import Base, BigId
 KINDS = ("workflow", "report")
 MISFIRE_POLICIES = ("coalesce", "skip")
 FIRE_STATUSES = ("firing", "fired", "missed", "skipped", "failed")
+SCHEDULER_LEASE = "scheduler"  # the one lease name whose holder fires schedules
 
 
 class Schedule(Base):

@@ -23,7 +23,9 @@ from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
 from engine.permissions import Actor, authorize, in_workspace
 from engine.schedules import cron as crons
-from engine.schedules.models import KINDS, MISFIRE_POLICIES, Schedule, ScheduleFire
+from engine.schedules.models import (
+    KINDS, MISFIRE_POLICIES, SCHEDULER_LEASE, Schedule, ScheduleFire, SidecarLease,
+)
 
 MAX_GRACE_S = 7 * 24 * 3600
 MISSED_WINDOW = timedelta(days=30)
@@ -241,6 +243,25 @@ def fires(actor: Actor, schedule_id: int, limit: int = 50) -> list[FireView]:
 def preview(cron: str, timezone: str, n: int = 3, after: datetime | None = None) -> list[datetime]:
     """The next ``n`` fire times of an expression not saved yet (for forms); ``InvalidInput`` if it is wrong."""
     return crons.next_times(cron, timezone, after or utcnow(), n)
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """Whether a sidecar is scheduling: the lease row as the sidecar last wrote it."""
+
+    running: bool
+    holder: str | None
+    renewed_at: datetime | None
+    expires_at: datetime | None
+
+
+def scheduler_status() -> SchedulerStatus:
+    """So a page can say when no sidecar is firing schedules, instead of them silently not running."""
+    with db.read_session() as s:
+        lease = s.get(SidecarLease, SCHEDULER_LEASE)
+    if lease is None:
+        return SchedulerStatus(False, None, None, None)
+    return SchedulerStatus(lease.expires_at > utcnow(), lease.holder, lease.renewed_at, lease.expires_at)
 
 
 def _kind(kind: str) -> str:
