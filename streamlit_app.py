@@ -67,6 +67,7 @@ else:
         "Automate": [
             st.Page("pages/workflows.py", title="Workflows", icon=":material/account_tree:"),
             st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
+            st.Page("pages/schedules.py", title="Schedules", icon=":material/schedule:"),
         ],
         "Analytics": [
             st.Page("pages/cost_usage.py", title="Cost & Usage", icon=":material/monitoring:"),

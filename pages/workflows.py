@@ -10,6 +10,7 @@ import json
 
 import streamlit as st
 
+from engine.schedules import store as schedules
 from engine.workflows import credentials, executor, graph, runs, spec as specs, store
 from pages import _common as ui
 
@@ -253,6 +254,7 @@ def editor(workflow_id: int | None) -> None:
     if view is None or spec is None:
         return
     run_section(view, spec)
+    schedules_section(view)
     versions_section(view)
 
 
@@ -289,6 +291,18 @@ def run_section(view: store.WorkflowView, spec: specs.WorkflowSpec) -> None:
         st.dataframe([{"node": s["node_id"], "type": s.get("type"), "status": s.get("status"),
                        "output": json.dumps(s.get("output"), default=str)[:300], "error": s.get("error") or ""}
                       for s in result["steps"]], width="stretch", hide_index=True)
+
+
+def schedules_section(view: store.WorkflowView) -> None:
+    items = ui.attempt(lambda: schedules.for_target(actor, "workflow", view.id)) or []
+    with st.expander(f"Schedules ({len(items)})", icon=":material/schedule:"):
+        for v in items:
+            state = "paused" if v.paused else f"next {ui.local_time(v.next_fire_time)}"
+            st.markdown(f"**{v.name}** · `{v.cron}` ({v.timezone}) · {state} · last: {v.last_result or '—'}")
+        if not items:
+            st.caption("Not scheduled. Scheduled runs are fired by the sidecar (`python -m engine up` starts it).")
+        st.page_link("pages/schedules.py", label="Schedule this workflow" if can_write else "All schedules",
+                     icon=":material/add_alarm:", query_params={"workflow": str(view.id)} if can_write else None)
 
 
 def source_changed(view: store.WorkflowView) -> bool:
