@@ -235,7 +235,8 @@ class _Handler(BaseHTTPRequestHandler):
         wait = self._wait_seconds(query, wait_path)
         body = self._body()
         delivery = hooks.deliver(workflow, token, body, self.headers, content_type=self.headers.get("Content-Type"),
-                                 idempotency_key=self.headers.get("Idempotency-Key"))
+                                 idempotency_key=self.headers.get("Idempotency-Key"),
+                                 query={k: v[-1] for k, v in query.items() if k != "wait"})
         run = delivery.run
         if wait:
             status = hooks.wait_for(run.id, wait, self.server.stopping)

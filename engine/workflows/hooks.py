@@ -16,8 +16,11 @@ The id, not the name, so renaming a workflow does not break the senders that cal
 - **Runs run as the hook's creator** through ``runs.trigger(trigger="webhook")``, so that
   member's role, the plan's run limit and the budgets apply; a creator who left the workspace
   or lost the right to run workflows makes the hook refuse (``PermissionDenied``).
-- **Inputs**: the JSON object sent becomes the run's inputs, key by key; a workflow that
-  declares an input named ``body`` (an imported n8n flow does) gets the whole object there.
+- **Inputs**: the JSON object sent becomes the run's inputs, key by key. A workflow that
+  declares an input named ``body`` gets the whole request there instead, shaped as n8n's
+  Webhook node gives it (``{"body": <the object>, "headers", "query", "params"}``), because
+  that is what an imported n8n flow reads: n8n's ``$json.body.email`` was converted to
+  ``inputs.body.body.email`` (see n8n.py). Credentials in headers are left out.
 """
 
 from __future__ import annotations
@@ -289,10 +292,15 @@ def parse_body(body: bytes, content_type: str | None) -> dict[str, Any]:
     return data
 
 
-def inputs_for(spec: specs.WorkflowSpec, data: dict[str, Any]) -> dict[str, Any]:
-    if "body" in spec.inputs:
-        return {"body": data}
-    return data
+PRIVATE_HEADERS = {"authorization", "proxy-authorization", "cookie", SIGNATURE_HEADER.lower()}
+
+
+def inputs_for(spec: specs.WorkflowSpec, data: dict[str, Any], headers: Mapping[str, str] | None = None,
+               query: Mapping[str, str] | None = None) -> dict[str, Any]:
+    if "body" not in spec.inputs:
+        return data
+    seen = {k.lower(): v for k, v in (headers or {}).items() if k.lower() not in PRIVATE_HEADERS}
+    return {"body": {"body": data, "headers": seen, "query": dict(query or {}), "params": {}}}
 
 
 def _idempotency_key(client_key: str | None, headers: Mapping[str, str], hook: WorkflowHook) -> str | None:
@@ -308,7 +316,8 @@ def _idempotency_key(client_key: str | None, headers: Mapping[str, str], hook: W
 
 
 def deliver(workflow_ref: str | int, token: str, body: bytes, headers: Mapping[str, str], *,
-            content_type: str | None = None, idempotency_key: str | None = None) -> Delivery:
+            content_type: str | None = None, idempotency_key: str | None = None,
+            query: Mapping[str, str] | None = None) -> Delivery:
     """Check the delivery and queue its run (or find the run its key started already)."""
     hook = verify(workflow_ref, token, body, headers)
     data = parse_body(body, content_type)
@@ -324,7 +333,8 @@ def deliver(workflow_ref: str | int, token: str, body: bytes, headers: Mapping[s
             raise WorkflowPaused(f"The workflow {wf.name!r} is paused; switch it to active to run it.")
         spec = specs.from_stored(store.current_version(s, wf).spec)
     try:
-        run = runs.trigger(actor, hook.workflow_id, inputs_for(spec, data), trigger="webhook", idempotency_key=key)
+        run = runs.trigger(actor, hook.workflow_id, inputs_for(spec, data, headers, query), trigger="webhook",
+                           idempotency_key=key)
     except PermissionDenied:  # its words are addressed to the creator, who is not the caller here
         raise PermissionDenied("The member who created this webhook can no longer run workflows in this workspace; "
                                "create a new hook as a member who can.") from None
