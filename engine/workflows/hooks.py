@@ -40,6 +40,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from engine import audit, db, vault
+from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from engine.models import User
@@ -116,6 +117,16 @@ def path_for(workflow_id: int, token: str) -> str:
 
 def masked_path(workflow_id: int | str, hint: str) -> str:
     return f"/hooks/{workflow_id}/…{hint}"
+
+
+def base_url() -> str:
+    """Where senders reach the sidecar: ``METERBOOK_SIDECAR_URL``, else the address it listens on."""
+    settings = get_settings()
+    if settings.sidecar_url:
+        return settings.sidecar_url.rstrip("/")
+    host = settings.sidecar_host
+    host = "127.0.0.1" if host in ("0.0.0.0", "") else (f"[{host}]" if ":" in host and host != "::" else host)
+    return f"http://{'[::1]' if host == '::' else host}:{settings.sidecar_port}"
 
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
