@@ -5,9 +5,6 @@ until dismissed, and kept only in this browser session meanwhile.
 
 from __future__ import annotations
 
-import json
-import shlex
-
 import streamlit as st
 
 from engine.errors import MeterbookError
@@ -28,18 +25,6 @@ def example_body(spec: specs.WorkflowSpec | None) -> dict:
     placeholder = {"string": "text", "number": 1, "boolean": True, "array": [], "object": {}}
     return {name: inp.default if inp.default is not None else placeholder.get(inp.type, "")
             for name, inp in spec.inputs.items()}
-
-
-def curl_example(url: str, body: dict, secret: str | None) -> str:
-    data = json.dumps(body, separators=(",", ":"))
-    if secret is None:
-        return (f"curl -X POST {shlex.quote(url)} \\\n  -H 'Content-Type: application/json' \\\n"
-                f"  -H 'Idempotency-Key: my-event-1' \\\n  --data {shlex.quote(data)}")
-    return (f"BODY={shlex.quote(data)}\nTS=$(date +%s)\n"
-            f"SIG=$(printf '%s.%s' \"$TS\" \"$BODY\" | openssl dgst -sha256 -hmac {shlex.quote(secret)} | sed 's/^.* //')\n"
-            f"curl -X POST {shlex.quote(url)} \\\n  -H 'Content-Type: application/json' \\\n"
-            "  -H \"X-Meterbook-Timestamp: $TS\" \\\n  -H \"X-Meterbook-Signature: sha256=$SIG\" \\\n"
-            "  --data \"$BODY\"")
 
 
 def remember(workflow_id: int, issued: hooks.Issued, *, rotated: bool) -> None:
@@ -67,7 +52,7 @@ def show_issued(workflow_id: int, spec: specs.WorkflowSpec | None) -> None:
                        "`sha256=` + hex HMAC-SHA256(secret, timestamp + \".\" + raw body) in `X-Meterbook-Signature`. "
                        "Deliveries more than 5 minutes old are refused.")
         st.markdown("**Try it**")
-        st.code(curl_example(issued["url"], example_body(spec), issued["secret"]), language="bash")
+        st.code(hooks.curl_example(issued["url"], example_body(spec), issued["secret"]), language="bash")
         st.caption("The JSON object sent becomes the run's inputs. Add `?wait=30` to wait up to 30 s (at most 60) "
                    "for the outputs; a repeated `Idempotency-Key` returns the first run.")
         if st.button("Done, I have copied it", key="wf_hook_issued_done", icon=":material/check:"):

@@ -58,7 +58,7 @@ def test_create_shows_the_url_secret_and_curl_once_then_only_the_masked_url(boss
     token = url.rsplit("/", 1)[1]
     assert url == f"https://hooks.example.com/hooks/{wf.id}/{token}" and token.endswith(hook.token_hint)
     [secret] = [c for c in shown if c.startswith("mbs_")]
-    [curl] = [c for c in shown if "curl -X POST" in c]
+    [curl] = [c for c in shown if "curl -sS -X POST" in c]
     assert secret in curl and url in curl and "X-Meterbook-Signature: sha256=$SIG" in curl and '"who":"world"' in curl
     at.button(key="wf_hook_issued_done").click().run()
     no_exceptions(at)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import subprocess
 import threading
 import time
 
@@ -156,6 +158,18 @@ def test_signed_hooks_need_a_good_fresh_signature(client, ws, wf):
     assert good.status_code == 202 and runs.get_run(ws, good.json()["run_id"]).inputs == {"who": "signed"}
 
 
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("openssl")), reason="needs curl and openssl")
+def test_the_curl_recipes_the_page_shows_really_deliver(server, ws, wf):
+    for signed in (False, True):
+        issued = hooks.create_hook(ws, wf.id, require_signature=signed)
+        recipe = hooks.curl_example(server.url + url(issued), {"who": "it's curl"}, issued.secret)
+        out = subprocess.run(["bash", "-c", recipe], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        answer = json.loads(out.stdout)
+        assert answer["status"] == "queued", answer
+        assert runs.get_run(ws, answer["run_id"]).inputs == {"who": "it's curl"}
+
+
 def test_oversize_and_non_json_bodies_are_refused_and_nothing_is_stored(client, hook):
     big = client.post(url(hook), content=b'{"who": "' + b"x" * (1024 * 1024) + b'"}',
                       headers={"Content-Type": "application/json"})
@@ -256,7 +270,8 @@ def test_stripe_webhooks_good_forged_and_stripe_down(client, ws, monkeypatch):
 
 def test_stripe_webhook_without_billing_configured_answers_503(client, database, data_dir):
     payload = b'{"id": "evt_1", "type": "invoice.paid"}'
-    r = client.post("/stripe/webhook", content=payload, headers={"Stripe-Signature": stripe_sign(payload, WEBHOOK_SECRET)})
+    r = client.post("/stripe/webhook", content=payload,
+                    headers={"Stripe-Signature": stripe_sign(payload, WEBHOOK_SECRET)})
     assert r.status_code == 503 and "METERBOOK_STRIPE_WEBHOOK_SECRET" in r.json()["error"]
 
 

@@ -29,6 +29,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import shlex
 import threading
 import time
 from collections.abc import Mapping
@@ -134,6 +135,19 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, st
     t = int(time.time()) if timestamp is None else int(timestamp)
     mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return {TIMESTAMP_HEADER: str(t), SIGNATURE_HEADER: f"sha256={mac}"}
+
+
+def curl_example(url: str, body: dict, secret: str | None) -> str:
+    """A shell recipe that delivers ``body`` to ``url``, signed the way ``sign`` does when there is a secret."""
+    data = json.dumps(body, separators=(",", ":"))
+    send = f"curl -sS -X POST {shlex.quote(url)} \\\n  -H 'Content-Type: application/json' \\\n"
+    if secret is None:
+        return send + f"  -H 'Idempotency-Key: my-event-1' \\\n  --data {shlex.quote(data)}"
+    return (f"BODY={shlex.quote(data)}\nTS=$(date +%s)\n"
+            f"SIG=$(printf '%s.%s' \"$TS\" \"$BODY\" | openssl dgst -sha256 -hmac {shlex.quote(secret)} "
+            "| sed 's/^.* //')\n"
+            + send + '  -H "X-Meterbook-Timestamp: $TS" \\\n  -H "X-Meterbook-Signature: sha256=$SIG" \\\n'
+            '  --data "$BODY"')
 
 
 def _binding(hook: WorkflowHook) -> vault.SecretBinding:
