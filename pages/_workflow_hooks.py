@@ -88,9 +88,9 @@ def hook_row(actor: Actor, workflow_id: int, hook: hooks.HookView, can_write: bo
         left, right = st.columns([3, 2])
         with left:
             st.markdown(f"`{hooks.base_url()}{hook.path}`")
-            st.caption(" · ".join(part for part in [
+            st.caption(" · ".join(part for part in [  # the toggle beside it says enabled
                 "signed (HMAC-SHA256)" if hook.require_signature else "unsigned",
-                "enabled" if hook.enabled else "disabled",
+                "" if hook.enabled else ":orange[disabled: deliveries are refused]",
                 f"runs as {hook.created_by}" if hook.created_by else "its creator was deleted: create a new hook",
                 f"last used {ui.local_time(hook.last_used_at)}" if hook.last_used_at else "never used",
             ]))
