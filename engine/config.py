@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     billing_grace_days: int = 7  # a past-due workspace keeps its plan this long, then has Free limits
     billing_drain_seconds: float = 30.0  # how often `engine up` sends pending meter events
 
+    # The sidecar's HTTP server (webhooks, Stripe, health); sidecar_url is how senders reach it when that
+    # differs (behind a proxy, another host name) and is what the Workflows page prints in hook URLs.
+    sidecar_host: str = "127.0.0.1"
+    sidecar_port: int = 8765
+    sidecar_url: str | None = None
+
     ollama_url: str = "http://127.0.0.1:11434"  # where a local Ollama is looked for (offered when it answers)
 
     session_days: int = 14

@@ -1,5 +1,6 @@
 """Workflows: the list (search, active/paused, clone, delete), the editor with inline validation and
-a graph preview, versions, run with inputs, dry run, and the credentials HTTP nodes use.
+a graph preview, versions, run with inputs, dry run, webhooks (pages/_workflow_hooks.py), and the
+credentials HTTP nodes use.
 
 The open workflow lives in the URL (``?workflow=<id>``, or ``?workflow=new``).
 """
@@ -13,6 +14,7 @@ import streamlit as st
 from engine.schedules import store as schedules
 from engine.workflows import credentials, executor, graph, runs, spec as specs, store
 from pages import _common as ui
+from pages import _workflow_hooks as hooks_ui
 
 STARTER = """\
 name: My workflow
@@ -41,6 +43,7 @@ def open_workflow(value: int | str) -> None:
 def close_workflow() -> None:
     st.query_params.pop("workflow", None)
     st.session_state.pop("wf_dry_run", None)
+    st.session_state.pop(hooks_ui.ISSUED, None)  # a new hook's URL is shown once: not again on coming back
 
 
 def close_dialog() -> None:
@@ -255,6 +258,7 @@ def editor(workflow_id: int | None) -> None:
         return
     run_section(view, spec)
     schedules_section(view)
+    hooks_ui.section(actor, view.id, view.source, can_write=can_write)
     versions_section(view)
 
 
