@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from sqlalchemy import func, select, update
 
-from engine import accounts, batches, db, generation
+from engine import accounts, batch_worker, batches, db, generation
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, PermissionDenied
 from engine.models import Batch, BatchRow, LedgerEntry
@@ -311,7 +311,7 @@ def test_a_batch_whose_worker_died_is_resumed_and_never_charged_twice(ws, worker
                   .values(status="running"))
 
     assert not batches.get_batch(ws, batch.id).interrupted  # a heartbeat 30 s old is still alive
-    assert not batches.claim(batch.id, "another")
+    assert not batch_worker.claim(batch.id, "another")
     with pytest.raises(InvalidInput, match="worker is alive"):
         batches.resume_batch(ws, batch.id)
     with db.transaction() as s:
@@ -331,11 +331,11 @@ def test_a_batch_whose_worker_died_is_resumed_and_never_charged_twice(ws, worker
 def test_only_one_worker_claims_a_batch(ws, monkeypatch):
     monkeypatch.setattr(batches, "launch", lambda batch_id: None)
     batch = batches.start_batch(ws, batches.prepare(ws, batches.read_csv(csv_of(2)), batches.BatchSettings(TEMPLATE)))
-    assert batches.claim(batch.id, "w1")
-    assert not batches.claim(batch.id, "w2")
+    assert batch_worker.claim(batch.id, "w1")
+    assert not batch_worker.claim(batch.id, "w2")
     with db.transaction() as s:
         s.execute(update(Batch).where(Batch.id == batch.id).values(heartbeat_at=utcnow() - batches.STALE_AFTER * 2))
-    assert batches.claim(batch.id, "w2")
+    assert batch_worker.claim(batch.id, "w2")
     with db.read_session() as s:
         assert s.scalar(select(Batch.claimed_by).where(Batch.id == batch.id)) == "w2"
 
@@ -358,7 +358,20 @@ def test_a_member_who_loses_the_right_to_spend_stops_their_batch(ws, workers, mo
     batch = batches.start_batch(editor, batches.prepare(editor, batches.read_csv(csv_of(3)),
                                                         batches.BatchSettings(TEMPLATE)))
     accounts.change_role(ws, editor.user_id, "viewer")
-    batches.run(batch.id, "worker")
+    batch_worker.run(batch.id, "worker")
     view = batches.get_batch(ws, batch.id)
     assert view.status == "failed" and "run AI calls" in view.error and view.counts["pending"] == 3
     assert ledger() == [] and view.can_resume
+
+
+def test_the_sidecar_resumes_a_batch_whose_worker_died_and_leaves_live_ones_alone(ws, monkeypatch):
+    started = []
+    monkeypatch.setattr(batches, "launch", started.append)
+    dead = batches.start_batch(ws, batches.prepare(ws, batches.read_csv(csv_of(2)), batches.BatchSettings(TEMPLATE)))
+    live = batches.start_batch(ws, batches.prepare(ws, batches.read_csv(csv_of(2)), batches.BatchSettings(TEMPLATE)))
+    assert batch_worker.claim(dead.id, "gone") and batch_worker.claim(live.id, "beating")
+    with db.transaction() as s:
+        s.execute(update(Batch).where(Batch.id == dead.id).values(heartbeat_at=utcnow() - batches.STALE_AFTER * 2))
+    started.clear()
+    assert batch_worker.resume_stale() == [dead.id]
+    assert started == [dead.id]
