@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     billing_grace_days: int = 7  # a past-due workspace keeps its plan this long, then has Free limits
     billing_drain_seconds: float = 30.0  # how often `engine up` sends pending meter events
 
+    # The sidecar (python -m engine sidecar): workflow worker threads, and how long the scheduler
+    # lease lasts without a renewal (renewed every third of it; a successor takes over after it).
+    sidecar_workers: int = 2
+    sidecar_lease_seconds: float = 30.0
+
     ollama_url: str = "http://127.0.0.1:11434"  # where a local Ollama is looked for (offered when it answers)
 
     session_days: int = 14
