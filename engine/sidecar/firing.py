@@ -77,8 +77,11 @@ def idempotency_key(schedule_id: int, fire_time: datetime) -> str:
     return f"schedule-{schedule_id}-{fire_time.astimezone(UTC):%Y%m%dT%H%M%SZ}"
 
 
+LATE_MS_MAX = 2**31 - 1  # the column is a 32-bit integer: about 24 days, after which "late" is plain enough
+
+
 def late_ms(fire_time: datetime, recorded_at: datetime) -> int:
-    return max(0, round((recorded_at - fire_time).total_seconds() * 1000))
+    return min(LATE_MS_MAX, max(0, round((recorded_at - fire_time).total_seconds() * 1000)))
 
 
 def locked_schedule(s, schedule_id: int) -> Schedule | None:
