@@ -147,8 +147,8 @@ def run(args) -> dict:
             window_start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
             window_end = window_start + timedelta(seconds=args.seconds - 1)
             time.sleep(max(0.0, (window_end - datetime.now(UTC)).total_seconds() + 2.0))
-            for pid in probes:
-                schedules.pause(actors[0], pid)
+            sidecar.stop(10)
+            sidecar = None
             result = _measure(probes, window_start, window_end)
         finally:
             if sidecar is not None:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from engine import db, migrate
 from engine.config import PROJECT_ROOT
+from engine.dbtypes import utcnow
 from engine.schedules import store as schedules
 from engine.schedules.models import ScheduleFire, SidecarLease
 from engine.workflows import store
@@ -101,7 +102,9 @@ def test_sigkill_between_firings_and_restart_loses_nothing_and_doubles_nothing(t
         time.sleep(2)  # firings are missed while nothing runs
         procs.append(start_sidecar(url, tmp_path))
         until(lambda: len(rows([sid])) >= len(before) + 3)
-        stop(procs[1])
+        stop(procs[1])  # SIGTERM: a graceful stop releases the lease
+        assert procs[1].returncode == 0
+        assert lease_row().expires_at <= utcnow()
         after = every_second_once([sid])
         late = [r for r in after[len(before):] if r.coalesced > 1]
         assert len(late) == 1  # the misses inside the grace window ran once, as one late run

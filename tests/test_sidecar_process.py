@@ -57,7 +57,7 @@ def test_the_reconciler_replaces_only_what_changed(ws):
            for m in range(3)]
     lease = Lease("r", 60)
     lease.acquire()
-    scheduler, _ = jobs.build_scheduler()
+    scheduler, _pools = jobs.build_scheduler()
     scheduler.start(paused=True)
     try:
         rec = Reconciler(scheduler, lease)

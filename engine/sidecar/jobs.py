@@ -1,6 +1,6 @@
 """The leader's APScheduler 3 scheduler, and the periodic jobs it hosts beside the schedules.
 
-Schedule jobs run in ``FiringExecutor``: APScheduler hands the executor every nominal time that
+Schedule jobs run in a ``TrackedExecutor`` that passes ``run_times``: APScheduler hands the executor every nominal time that
 is due (``run_times``), and the firing needs that time to write its row, which a job function
 in APScheduler 3 is never told. The scheduler keeps its jobs in memory: the database is the
 truth, and a new leader rebuilds them from the schedule rows.
@@ -27,11 +27,15 @@ EXPORT_S = 30.0
 MONITOR_S = 300.0
 
 
-class FiringExecutor(ThreadPoolExecutor):
-    """Calls ``job.func(*job.args, run_times)``; counts firings in flight so a shutdown can wait for them."""
+class TrackedExecutor(ThreadPoolExecutor):
+    """A thread pool that counts its jobs in flight, so a shutdown can wait for them (up to a timeout).
 
-    def __init__(self, max_workers: int = 10):
-        super().__init__(max_workers, pool_kwargs={"thread_name_prefix": "firing"})
+    With ``pass_run_times``, calls ``job.func(*job.args, run_times)``: the firing needs its nominal time.
+    """
+
+    def __init__(self, max_workers: int, name: str, *, pass_run_times: bool = False):
+        super().__init__(max_workers, pool_kwargs={"thread_name_prefix": name})
+        self._pass_run_times = pass_run_times
         self._busy = 0
         self._idle = threading.Condition()
 
@@ -39,9 +43,12 @@ class FiringExecutor(ThreadPoolExecutor):
         with self._idle:
             self._busy += 1
 
-        def fire():
+        def call():
             try:
-                job.func(*job.args, list(run_times))
+                if self._pass_run_times:
+                    job.func(*job.args, list(run_times), **job.kwargs)
+                else:
+                    job.func(*job.args, **job.kwargs)
             finally:
                 with self._idle:
                     self._busy -= 1
@@ -54,23 +61,24 @@ class FiringExecutor(ThreadPoolExecutor):
             else:
                 self._run_job_success(job.id, [])
 
-        self._pool.submit(fire).add_done_callback(done)
+        self._pool.submit(call).add_done_callback(done)
 
     def wait_idle(self, timeout_s: float) -> bool:
         with self._idle:
             return self._idle.wait_for(lambda: self._busy == 0, timeout_s)
 
 
-def build_scheduler(firing_threads: int = 10) -> tuple[BackgroundScheduler, FiringExecutor]:
-    firing = FiringExecutor(firing_threads)
+def build_scheduler(firing_threads: int = 10) -> tuple[BackgroundScheduler, list[TrackedExecutor]]:
+    """The scheduler (started by the caller) and its two pools: firings, and the periodic jobs."""
+    firing = TrackedExecutor(firing_threads, "firing", pass_run_times=True)
+    periodic = TrackedExecutor(4, "periodic")
     scheduler = BackgroundScheduler(
         jobstores={"default": MemoryJobStore()},
-        executors={"default": ThreadPoolExecutor(4, pool_kwargs={"thread_name_prefix": "periodic"}),
-                   FIRING: firing},
+        executors={"default": periodic, FIRING: firing},
         job_defaults={"max_instances": 1, "coalesce": True},
         timezone=UTC,
     )
-    return scheduler, firing
+    return scheduler, [firing, periodic]
 
 
 def guarded(name: str, fn: Callable[[], object]) -> Callable[[], None]:

@@ -47,7 +47,7 @@ class Sidecar:
         self.reconcile_s = reconcile_s
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lease = Lease(self.holder, lease_s or settings.sidecar_lease_seconds)
-        self.scheduler, self.firing = jobs.build_scheduler(firing_threads)
+        self.scheduler, self._pools = jobs.build_scheduler(firing_threads)
         self.reconciler = None
         self.last_tick: datetime | None = None
         self.last_error: str | None = None
@@ -94,7 +94,8 @@ class Sidecar:
         self._claims_stop.set()
         self._lease_changed.set()
         self._unlead()
-        self.firing.wait_idle(max(0.0, deadline - time.monotonic()))
+        for pool in self._pools:  # firings in flight finish (they are short); so does a periodic job
+            pool.wait_idle(max(0.0, deadline - time.monotonic()))
         self.scheduler.shutdown(wait=False)
         for t in self._worker_threads:
             t.join(max(0.0, deadline - time.monotonic()))
