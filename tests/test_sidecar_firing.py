@@ -198,3 +198,14 @@ def test_a_paris_0230_daily_schedule_fires_once_a_day_across_both_clock_changes(
         set_row(sid, resumed_at=start)
         misfires.catch_up(firing.load(sid), lease, upto=days[-1] + timedelta(minutes=1))
         assert [r.fire_time for r in fires(sid)] == days
+
+
+def test_a_job_run_later_than_the_grace_window_is_recorded_as_missed_not_run(ws, lease):
+    sid = schedule(ws, workflow(ws), "0 * * * *", grace_s=60)  # hourly; the machine slept through one
+    now = utcnow()
+    nominal = now.replace(minute=0, second=0, microsecond=0)
+    set_row(sid, resumed_at=nominal - timedelta(minutes=30))
+    assert misfires.settle(sid, lease, nominal=nominal, now=nominal + timedelta(minutes=5)) is None
+    [row] = fires(sid)
+    assert row.status == "missed" and row.fire_time == nominal and "grace window (60 s)" in row.detail
+    assert schedule_runs() == []

@@ -55,12 +55,13 @@ def settle(schedule_id: int, lease: Lease | None, *, nominal: datetime, since: d
     trigger = cron.parse(snap.cron, snap.timezone)
     nxt = trigger.get_next_fire_time(None, nominal + _TICK)
     next_time = nxt.astimezone(UTC) if nxt is not None else None
-    base = base_of(snap, since)
+    base, now = base_of(snap, since), now or utcnow()
     first = trigger.get_next_fire_time(None, base + _TICK)
-    if nominal <= base or first is None or first.astimezone(UTC) >= nominal:
+    on_time = (now - nominal).total_seconds() <= snap.grace_s
+    if on_time and (nominal <= base or first is None or first.astimezone(UTC) >= nominal):
         # nothing between the last firing and this one (or this one is written already: harmless)
         return firing.fire(schedule_id, nominal, lease=lease, next_time=next_time)
-    return _resolve(snap, trigger, lease, base, nominal, now or utcnow(), on_time=nominal, next_time=next_time)
+    return _resolve(snap, trigger, lease, base, nominal, now, on_time=nominal, next_time=next_time)
 
 
 def catch_up(snap: Snapshot, lease: Lease | None, *, upto: datetime, trigger=None) -> Outcome | None:
