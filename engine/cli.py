@@ -73,6 +73,12 @@ def cmd_run(args) -> int:
     return cli_run.run(args)
 
 
+def cmd_sidecar(args) -> int:
+    from engine.sidecar import command
+
+    return command.run(args)
+
+
 def _start_workflow_worker():
     """Until the sidecar exists, queued workflow runs are worked by a thread of ``up``."""
     import threading
@@ -198,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", help="run as this member's email (default: the workspace's owner)")
     run.add_argument("--idempotency-key", help="a repeated run with the same key does nothing")
     run.set_defaults(func=cmd_run)
+
+    sidecar = sub.add_parser("sidecar", help="run the scheduler and the workflow and report delivery workers")
+    from engine.sidecar import command as sidecar_command
+
+    sidecar_command.add_arguments(sidecar)
+    sidecar.set_defaults(func=cmd_sidecar)
 
     rotate = sub.add_parser(
         "rotate-key", help="re-wrap the workspace data keys under a new master key (safe while running)"

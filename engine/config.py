@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     sidecar_port: int = 8765
     sidecar_url: str | None = None
 
+    # The sidecar (python -m engine sidecar): workflow worker threads, and how long the scheduler
+    # lease lasts without a renewal (renewed every third of it; a successor takes over after it).
+    sidecar_workers: int = 2
+    sidecar_lease_seconds: float = 30.0
+
     ollama_url: str = "http://127.0.0.1:11434"  # where a local Ollama is looked for (offered when it answers)
 
     session_days: int = 14

@@ -7,9 +7,10 @@ Two things APScheduler 3's own ``CronTrigger.from_crontab`` gets wrong for us, f
   field is expanded here and handed over as day names, which both agree on.
 - **The repeated hour.** When clocks go back, a wall-clock time such as 02:30 happens twice;
   APScheduler fires at both. Cron fires a job at a fixed hour once, so the second is skipped
-  unless the hour field is a wildcard (an hourly job really should run in both hours). In the
-  hour that does not exist when clocks go forward, APScheduler fires once, at the same UTC
-  time as the hour before the change; cron does the same.
+  unless the hour field is a wildcard (an hourly job really should run in both hours). A time
+  in the hour that does not exist when clocks go forward fires once, reckoned in the offset
+  before the change: 02:30 in Paris on the last Sunday of March fires at 01:30 UTC, 03:30 by
+  the new clock (Vixie cron would run it at the change itself, 03:00).
 
 Five fields (minute hour day month weekday), six with a leading seconds field, or a macro
 (``@hourly``, ``@daily``, ``@weekly``, ``@monthly``, ``@yearly``). A day of the month and a

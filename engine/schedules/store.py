@@ -26,6 +26,7 @@ from engine.schedules import cron as crons
 from engine.schedules.models import (
     KINDS, MISFIRE_POLICIES, SCHEDULER_LEASE, Schedule, ScheduleFire, SidecarLease,
 )
+from engine.workflows.checkpoints import write_lock
 
 MAX_GRACE_S = 7 * 24 * 3600
 MISSED_WINDOW = timedelta(days=30)
@@ -138,6 +139,7 @@ def create(actor: Actor, *, kind: str, target_id: int, cron: str, timezone: str,
                      "misfire": misfire, "grace_s": grace_s, "paused": paused})
     crons.parse(values["cron"], values["timezone"])
     with db.transaction() as s:
+        write_lock(s)  # the sidecar writes these rows too: wait for it rather than fail at once
         authorize(s, actor, target.permission)
         target_name = target.name_of(s, actor, target_id)
         if plans.billing_configured():
@@ -161,6 +163,7 @@ def update(actor: Actor, schedule_id: int, **changes: Any) -> ScheduleView:
         raise InvalidInput(f"A schedule has no field {sorted(unknown)[0]!r}.")
     values = _clean(changes)
     with db.transaction() as s:
+        write_lock(s)
         row = _load(s, actor, schedule_id)
         authorize(s, actor, _target(row.kind).permission)
         crons.parse(values.get("cron", row.cron), values.get("timezone", row.timezone))
@@ -168,8 +171,9 @@ def update(actor: Actor, schedule_id: int, **changes: Any) -> ScheduleView:
             values["name"] = _target(row.kind).name_of(s, actor, row.target_id)
         if values.get("paused") is False and row.paused:
             row.resumed_at = utcnow()  # what it would have fired while paused is not "missed"
-        if "cron" in values or "timezone" in values:
-            row.next_fire_time = None
+        if values.get("cron", row.cron) != row.cron or values.get("timezone", row.timezone) != row.timezone:
+            # Misses are counted under the new expression from now on, never back into the old one's past.
+            row.next_fire_time, row.resumed_at = None, utcnow()
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         for key, value in changed.items():
             setattr(row, key, value)
@@ -190,6 +194,7 @@ def resume(actor: Actor, schedule_id: int) -> ScheduleView:
 
 def delete(actor: Actor, schedule_id: int) -> None:
     with db.transaction() as s:
+        write_lock(s)
         row = _load(s, actor, schedule_id)
         authorize(s, actor, _target(row.kind).permission)
         audit.record_for(s, actor, "schedule.delete", "schedule", row.id, kind=row.kind, target_id=row.target_id)

@@ -2,7 +2,9 @@
 
 The executor does not care which process hosts it: ``work(worker_id, stop_event)`` is a loop
 any thread can run (``python -m engine up`` starts one; the sidecar will run more), and
-``work_once`` runs what is queued and returns, for tests, benches and the CLI.
+``work_once`` runs what is queued and returns, for tests, benches and the CLI. Claims lock the
+row with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so any number of sidecars share one queue;
+SQLite, with one writer at a time, uses a conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -36,6 +38,33 @@ def _claimable(now):
 
 def claim(worker_id: str, *, lease_s: float = LEASE_S, run_id: int | None = None) -> int | None:
     """Take one queued run (or one whose worker's lease expired); the id, or None when there is none."""
+    if db.is_sqlite():
+        return _claim_sqlite(worker_id, lease_s, run_id)
+    return _claim_locked(worker_id, lease_s, run_id)
+
+
+def _take(s, run_id: int, worker_id: str, lease_s: float, now) -> int:
+    # The condition is checked again in the UPDATE itself: of two workers, one wins.
+    return s.execute(update(WorkflowRun).where(WorkflowRun.id == run_id, _claimable(now)).values(
+        status="running", lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=lease_s),
+        claims=WorkflowRun.claims + 1, started_at=func.coalesce(WorkflowRun.started_at, now))).rowcount
+
+
+def _claim_locked(worker_id: str, lease_s: float, run_id: int | None) -> int | None:
+    """PostgreSQL: lock the oldest claimable row, skipping rows other workers have locked, and take it
+    in the same transaction, so workers polling together each get a different run at the first try."""
+    now = utcnow()
+    q = select(WorkflowRun.id).where(_claimable(now))
+    q = q.where(WorkflowRun.id == run_id) if run_id is not None else q.order_by(WorkflowRun.id)
+    with db.transaction() as s:
+        candidate = s.scalar(q.limit(1).with_for_update(skip_locked=True))
+        if candidate is not None and _take(s, candidate, worker_id, lease_s, now):
+            return candidate
+    return None
+
+
+def _claim_sqlite(worker_id: str, lease_s: float, run_id: int | None) -> int | None:
+    """SQLite has one writer at a time and no row locks: a conditional UPDATE on one of the oldest."""
     now = utcnow()
     with db.read_session() as s:
         q = select(WorkflowRun.id).where(_claimable(now)).order_by(WorkflowRun.id).limit(8)
@@ -46,11 +75,7 @@ def claim(worker_id: str, *, lease_s: float = LEASE_S, run_id: int | None = None
         random.shuffle(candidates)
     for candidate in candidates:
         with db.transaction() as s:
-            # The condition is checked again in the UPDATE itself: of two workers, one wins.
-            got = s.execute(update(WorkflowRun).where(WorkflowRun.id == candidate, _claimable(now)).values(
-                status="running", lease_owner=worker_id, lease_expires_at=now + timedelta(seconds=lease_s),
-                claims=WorkflowRun.claims + 1, started_at=func.coalesce(WorkflowRun.started_at, now))).rowcount
-            if got:
+            if _take(s, candidate, worker_id, lease_s, now):
                 return candidate
     return None
 
@@ -94,20 +119,31 @@ def _subrun(parent_id: int, worker_id: str, lease_s: float, node_id: str, name: 
             time.sleep(0.2)
 
 
-def work_once(worker_id: str, *, lease_s: float = LEASE_S, stop: threading.Event | None = None) -> int:
-    """Run queued runs until none is left; how many were run."""
+def work_once(worker_id: str, *, lease_s: float = LEASE_S, stop: threading.Event | None = None,
+              hand_back: threading.Event | None = None) -> int:
+    """Run queued runs until none is left; how many were run.
+
+    ``stop`` ends the claiming; ``hand_back`` (``stop`` when not given) also stops the run in
+    progress at its next step and puts it back in the queue.
+    """
     count = 0
+    hand_back = hand_back if hand_back is not None else stop
     while stop is None or not stop.is_set():
         run_id = claim(worker_id, lease_s=lease_s)
         if run_id is None:
             return count
-        execute(run_id, worker_id, lease_s=lease_s, stop=stop)
+        execute(run_id, worker_id, lease_s=lease_s, stop=hand_back)
         count += 1
     return count
 
 
-def work(worker_id: str, stop: threading.Event, *, poll_s: float = 1.0, lease_s: float = LEASE_S) -> None:
-    """A worker loop for any thread or process: claim, run, repeat, until ``stop`` is set."""
+def work(worker_id: str, stop: threading.Event, *, poll_s: float = 1.0, lease_s: float = LEASE_S,
+         hand_back: threading.Event | None = None) -> None:
+    """A worker loop for any thread or process: claim, run, repeat, until ``stop`` is set.
+
+    With a ``hand_back`` event, ``stop`` only ends the claiming and the run in progress may
+    finish; setting ``hand_back`` puts it back in the queue (the sidecar's graceful shutdown).
+    """
     from engine.workflows import runs
 
     try:  # the python node's spare interpreters start now, not at the first python node
@@ -119,7 +155,7 @@ def work(worker_id: str, stop: threading.Event, *, poll_s: float = 1.0, lease_s:
     last_prune = 0.0
     while not stop.is_set():
         try:
-            ran = work_once(worker_id, lease_s=lease_s, stop=stop)
+            ran = work_once(worker_id, lease_s=lease_s, stop=stop, hand_back=hand_back)
             if time.monotonic() - last_prune > 3600:
                 last_prune = time.monotonic()
                 runs.prune()
