@@ -47,6 +47,7 @@ PERMISSIONS: dict[str, str] = {
     "workflow.credentials": "admin",
     "billing.read": "viewer",
     "billing.manage": "admin",
+    "report.write": "editor",  # reading reports and their history is "usage.read"
 }
 
 ACTION_LABELS = {
@@ -73,6 +74,7 @@ ACTION_LABELS = {
     "workflow.approve": "approve or reject workflow steps",
     "workflow.credentials": "manage workflow credentials",
     "billing.manage": "change the plan or payment details",
+    "report.write": "create, change, send or delete reports",
 }
 
 
