@@ -56,6 +56,11 @@ class Table:
     frame: pl.DataFrame
     in_body: bool = True
     note: str | None = None  # "showing 25 of 1,204 rows", "the query matched more rows than were kept"
+    display: pl.DataFrame | None = None  # how the email and PDF show it (money as $, rates as %); else ``frame``
+
+    @property
+    def shown(self) -> pl.DataFrame:
+        return self.display if self.display is not None else self.frame
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,24 @@ def _body(table: Table) -> Table:
     if table.frame.height <= BODY_ROWS:
         return table
     note = f"Showing {BODY_ROWS} of {table.frame.height:,} rows; the attachments have all of them."
-    return Table(table.name, table.title, table.frame, table.in_body, " ".join(filter(None, [table.note, note])))
+    return Table(table.name, table.title, table.frame, table.in_body, " ".join(filter(None, [table.note, note])),
+                 table.display)
+
+
+def _shown(frame: pl.DataFrame, headers: dict[str, str]) -> pl.DataFrame:
+    """A Cost & Usage table as people read it: money in dollars, rates in percent, latencies in ms."""
+    def fmt(name: str, values: list) -> list[str]:
+        if name in ("spend", "cost_per_1k_tokens"):
+            return [usd(v) for v in values]
+        if name == "error_rate":
+            return ["—" if v is None else f"{v:.1%}" for v in values]
+        if name.endswith("_ms"):
+            return [_ms(v) for v in values]
+        if name in ("calls", "tokens"):
+            return ["—" if v is None else f"{v:,}" for v in values]
+        return ["" if v is None else str(v) for v in values]
+
+    return pl.DataFrame({headers.get(c, c): fmt(c, frame[c].to_list()) for c in frame.columns})
 
 
 def rows_of(frame: pl.DataFrame, limit: int = BODY_ROWS) -> list[list[str]]:
@@ -253,13 +275,16 @@ def from_dashboard(owner: Actor, view_data: dict[str, Any] | None, title: str, a
         if not frame.is_empty():
             images.append(Image(f"top-{dim}s", charts.top_bars(frame, label), f"{label} by spend"))
             blocks.append(Block("image", image=images[-1]))
-            tables.append(Table(f"top-{dim}s", label, frame.select(
-                pl.col("label").alias(dim), "spend", "calls")))
+            top = frame.select(pl.col("label").alias(dim), "spend", "calls")
+            tables.append(Table(f"top-{dim}s", label, top,
+                                display=_shown(top, {dim: dim.title(), "spend": "Spend", "calls": "Calls"})))
             blocks.append(Block("table", table=_body(tables[-1])))
     comparison = summary.comparison.select("provider", "calls", "tokens", "spend", "cost_per_1k_tokens",
                                            "error_rate", "p50_ms", "p95_ms")
     if not comparison.is_empty():
-        tables.insert(0, Table("providers", "Providers side by side", comparison))
+        tables.insert(0, Table("providers", "Providers side by side", comparison, display=_shown(comparison, {
+            "provider": "Provider", "calls": "Calls", "tokens": "Tokens", "spend": "Spend",
+            "cost_per_1k_tokens": "Per 1k tokens", "error_rate": "Errors", "p50_ms": "p50", "p95_ms": "p95"})))
         blocks.append(Block("table", table=_body(tables[0])))
     figure_rows = pl.DataFrame({"figure": [f.label for f in figures], "value": [f.value for f in figures],
                                 "change": [f.change or "" for f in figures]})

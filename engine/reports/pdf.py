@@ -66,8 +66,8 @@ def render_pdf(content: Content) -> bytes:
             pdf.set_font("DejaVu", "", 7)
             limit = max(BODY_ROWS, PDF_TABLE_ROWS)
             with pdf.table(text_align="LEFT", line_height=4, headings_style=FontFace(emphasis="BOLD")) as table:
-                table.row([str(c) for c in t.frame.columns])
-                for row in rows_of(t.frame, limit):
+                table.row([str(c) for c in t.shown.columns])
+                for row in rows_of(t.shown, limit):
                     table.row([v[:60] for v in row])
             if t.frame.height > limit:
                 pdf.set_font("DejaVu", "", 7)

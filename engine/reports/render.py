@@ -126,7 +126,7 @@ def _text(content: Content) -> str:
             lines.append(block.text)
         elif block.kind == "table":
             lines.append(f"{block.table.title}: {block.table.frame.height:,} rows")
-            lines += ["  " + " | ".join(row) for row in rows_of(block.table.frame, 10)]
+            lines += ["  " + " | ".join(row) for row in rows_of(block.table.shown, 10)]
         elif block.kind == "image":
             lines.append(f"[chart: {block.image.alt}]")
         elif block.kind in ("error", "caption"):
