@@ -165,7 +165,11 @@ def editor(report: store.ReportView | None, members: dict[int, str], notebook_li
             return None
         fields["notebook_id"] = st.selectbox("Notebook", ids, index=ids.index(now) if now in ids else 0,
                                              format_func=titles.get, key=f"{key}_notebook",
-                                             help="The email shows its last results; run it to refresh them.")
+                                             help="The email shows the notebook's results, Markdown and charts.")
+        fields["rerun_queries"] = st.checkbox(
+            "Run its SQL cells again before each send", value=report.rerun_queries if report else True,
+            key=f"{key}_rerun", help="So each email has the numbers as of its send. Prompt cells are not run again "
+                                     "(they are charged); their last answers are sent.")
     else:
         fields["view"] = view_controls(report.view or {} if report else {}, key)
     fields["cron"], fields["timezone"] = schedule_controls(report, key)

@@ -146,10 +146,23 @@ def test_skip_if_empty_sends_nothing_but_a_test_still_goes(ws, server):
 def test_a_notebook_with_no_rows_is_empty(ws, server):
     use_server(ws, server.port)
     nb = chart_notebook(ws, run=False)
-    report = store.create(ws, name="Unrun", source="notebook", notebook_id=nb)
+    report = store.create(ws, name="Unrun", source="notebook", notebook_id=nb, rerun_queries=False)
     deliveries.send_now(ws, report.id)
     deliveries.work_once("w1")
     assert one_delivery(ws, report.id).note == "Skipped: No table in the notebook has any rows."
+
+
+def test_a_notebook_reports_queries_run_again_before_it_is_sent(ws, server):
+    use_server(ws, server.port)
+    nb = chart_notebook(ws)  # run once, before any spend: no rows stored
+    spend(ws)  # then the week happens
+    report = store.create(ws, name="Fresh", source="notebook", notebook_id=nb, formats=["csv"])
+    assert deliveries.preview(ws, report.id).empty_reason  # the preview shows what is stored and runs nothing
+    deliveries.send_now(ws, report.id)
+    deliveries.work_once("w1")
+    [(_, _, msg)] = server.messages
+    [(_, data)] = attachments(msg).values()
+    assert pl.read_csv(io.BytesIO(data))["calls"].to_list() == [1, 2]  # the numbers as of the send
 
 
 def test_smtp_down_fails_retries_and_tells_the_owner_once_it_recovers(ws):

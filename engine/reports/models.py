@@ -48,6 +48,9 @@ class Report(Base):
     recipient_user_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
     recipient_addresses: Mapped[list[str]] = mapped_column(JSON, default=list)
     skip_if_empty: Mapped[bool] = mapped_column(default=True)
+    # A notebook's SQL cells are run again (as the owner) before each send, so a weekly mail never
+    # carries last month's numbers; prompt cells are not, since they spend money.
+    rerun_queries: Mapped[bool] = mapped_column(default=True)
     paused: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from engine import db
+from engine import db, notebooks
 from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound, PermissionDenied
@@ -105,8 +105,17 @@ def _owner(s, r: Report) -> Actor:
     return Actor(r.owner_id, r.workspace_id)
 
 
-def _render(owner: Actor, r: Report | Any, as_of: datetime) -> tuple[render.Rendered, str | None]:
+def _rerun_queries(owner: Actor, notebook_id: int) -> None:
+    """Run the notebook's SQL cells again as its owner; a failing query keeps its error, which the email shows."""
+    for cell in notebooks.get_notebook(owner, notebook_id).cells:
+        if cell.kind == "sql" and cell.source.strip():
+            notebooks.run_cell(owner, cell.id)
+
+
+def _render(owner: Actor, r: Report | Any, as_of: datetime, *, rerun: bool = False) -> tuple[render.Rendered, str | None]:
     name = r.name
+    if r.source == "notebook" and rerun and r.rerun_queries and r.notebook_id is not None:
+        _rerun_queries(owner, r.notebook_id)
     if r.source == "notebook":
         c = contents.from_notebook(owner, r.notebook_id, name)
     else:
@@ -133,7 +142,7 @@ def compose(delivery_id: int) -> Message:
         s.expunge(r)
     if not to:
         raise InvalidInput("The report has no recipients left: the members it went to have left the workspace.")
-    rendered, empty = _render(owner, r, as_of)
+    rendered, empty = _render(owner, r, as_of, rerun=True)
     skip = f"Skipped: {empty}" if empty and r.skip_if_empty and kind != "test" else None
     return Message(r.workspace_id, to, rendered, skip, delivery_id)
 
@@ -189,5 +198,5 @@ class _DraftSource:
     def __init__(self, workspace_id: int, d):
         self.workspace_id = workspace_id
         self.name, self.source, self.notebook_id, self.view = d.name, d.source, d.notebook_id, d.view
-        self.formats, self.skip_if_empty = d.formats, d.skip_if_empty
+        self.formats, self.skip_if_empty, self.rerun_queries = d.formats, d.skip_if_empty, d.rerun_queries
         self.recipient_user_ids, self.recipient_addresses = d.recipient_user_ids, d.recipient_addresses

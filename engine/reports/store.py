@@ -67,6 +67,7 @@ class ReportView:
     recipient_addresses: tuple[str, ...]
     recipient_emails: tuple[str, ...]  # the members' addresses, then the others
     skip_if_empty: bool
+    rerun_queries: bool
     paused: bool
     owner_id: int | None
     owner_name: str | None
@@ -95,6 +96,7 @@ class Draft:
     recipient_user_ids: list[int]
     recipient_addresses: list[str]
     skip_if_empty: bool
+    rerun_queries: bool
 
 
 # --- checking -----------------------------------------------------------------------------
@@ -155,10 +157,11 @@ def check_draft(s: Session, actor: Actor, owner_id: int, fields: dict[str, Any])
         raise InvalidInput("A report needs at least one recipient: a member or an email address.")
     if len(user_ids) + len(addresses) > 50:
         raise InvalidInput("A report goes to at most 50 recipients.")
-    skip = fields.get("skip_if_empty", True)
-    if not isinstance(skip, bool):
-        raise InvalidInput("Skip if empty is yes or no.")
-    return Draft(name, source, notebook_id, view, _formats(fields.get("formats") or ()), user_ids, addresses, skip)
+    skip, rerun = fields.get("skip_if_empty", True), fields.get("rerun_queries", True)
+    if not isinstance(skip, bool) or not isinstance(rerun, bool):
+        raise InvalidInput("Skip if empty and run the queries again are yes or no.")
+    return Draft(name, source, notebook_id, view, _formats(fields.get("formats") or ()), user_ids, addresses, skip,
+                 rerun)
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -174,7 +177,8 @@ def _view(s: Session, r: Report, schedule=None) -> ReportView:
     return ReportView(
         r.id, r.workspace_id, r.name, r.source, r.notebook_id, nb_title, r.view, tuple(r.formats or ()),
         tuple(r.recipient_user_ids or ()), tuple(r.recipient_addresses or ()),
-        tuple(emails) + tuple(r.recipient_addresses or ()), r.skip_if_empty, r.paused, r.owner_id, owner_name,
+        tuple(emails) + tuple(r.recipient_addresses or ()), r.skip_if_empty, r.rerun_queries, r.paused, r.owner_id,
+        owner_name,
         r.created_at, r.updated_at,
         LastDelivery(last.id, last.kind, last.status, last.error, last.finished_at or last.created_at) if last else None,
         schedule,
@@ -214,7 +218,8 @@ def _with_schedule(actor: Actor, view: ReportView) -> ReportView:
 def create(actor: Actor, *, name: str, source: str, notebook_id: int | None = None,
            view: dict[str, Any] | dashboards.View | None = None, formats: Iterable[str] = (),
            recipient_user_ids: Iterable[int] | None = None, recipient_addresses: Iterable[str] | str = (),
-           skip_if_empty: bool = True, cron: str | None = None, timezone: str | None = None) -> ReportView:
+           skip_if_empty: bool = True, rerun_queries: bool = True, cron: str | None = None,
+           timezone: str | None = None) -> ReportView:
     """A new report owned by ``actor``; it goes to the owner when no recipient is named. With ``cron``, scheduled."""
     limits.require_feature(actor.workspace_id, "reports")
     if isinstance(view, dashboards.View):
@@ -225,7 +230,7 @@ def create(actor: Actor, *, name: str, source: str, notebook_id: int | None = No
         schedule_link.check(cron, timezone)
     fields = dict(name=name, source=source, notebook_id=notebook_id, view=view, formats=formats,
                   recipient_user_ids=recipient_user_ids, recipient_addresses=recipient_addresses,
-                  skip_if_empty=skip_if_empty)
+                  skip_if_empty=skip_if_empty, rerun_queries=rerun_queries)
     try:
         with db.transaction() as s:
             authorize(s, actor, "report.write")
@@ -233,7 +238,7 @@ def create(actor: Actor, *, name: str, source: str, notebook_id: int | None = No
             r = Report(workspace_id=actor.workspace_id, owner_id=actor.user_id, name=d.name, source=d.source,
                        notebook_id=d.notebook_id, view=d.view, formats=d.formats,
                        recipient_user_ids=d.recipient_user_ids, recipient_addresses=d.recipient_addresses,
-                       skip_if_empty=d.skip_if_empty)
+                       skip_if_empty=d.skip_if_empty, rerun_queries=d.rerun_queries)
             s.add(r)
             s.flush()
             audit.record_for(s, actor, "report.created", "report", r.id, name=d.name, source=d.source)
@@ -259,7 +264,7 @@ def _remove(report_id: int) -> None:
 def update(actor: Actor, report_id: int, **changes: Any) -> ReportView:
     """Change any of ``create``'s fields; ``cron=""`` removes the schedule, ``cron``/``timezone`` set it."""
     unknown = set(changes) - {"name", "source", "notebook_id", "view", "formats", "recipient_user_ids",
-                              "recipient_addresses", "skip_if_empty", "cron", "timezone"}
+                              "recipient_addresses", "skip_if_empty", "rerun_queries", "cron", "timezone"}
     if unknown:
         raise InvalidInput(f"A report has no field {sorted(unknown)[0]!r}.")
     limits.require_feature(actor.workspace_id, "reports")
@@ -276,12 +281,12 @@ def update(actor: Actor, report_id: int, **changes: Any) -> ReportView:
             r = in_workspace(s, Report, report_id, actor.workspace_id, "report")
             fields = dict(name=r.name, source=r.source, notebook_id=r.notebook_id, view=r.view, formats=r.formats,
                           recipient_user_ids=r.recipient_user_ids, recipient_addresses=r.recipient_addresses,
-                          skip_if_empty=r.skip_if_empty)
+                          skip_if_empty=r.skip_if_empty, rerun_queries=r.rerun_queries)
             fields.update(changes)
             d = check_draft(s, actor, r.owner_id or actor.user_id, fields)
             r.name, r.source, r.notebook_id, r.view = d.name, d.source, d.notebook_id, d.view
             r.formats, r.recipient_user_ids, r.recipient_addresses = d.formats, d.recipient_user_ids, d.recipient_addresses
-            r.skip_if_empty, r.updated_at = d.skip_if_empty, utcnow()
+            r.skip_if_empty, r.rerun_queries, r.updated_at = d.skip_if_empty, d.rerun_queries, utcnow()
             audit.record_for(s, actor, "report.updated", "report", r.id, fields=sorted(changes))
             s.flush()
     except IntegrityError:

@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('recipient_user_ids', sa.JSON(), nullable=False),
     sa.Column('recipient_addresses', sa.JSON(), nullable=False),
     sa.Column('skip_if_empty', sa.Boolean(), nullable=False),
+    sa.Column('rerun_queries', sa.Boolean(), nullable=False),
     sa.Column('paused', sa.Boolean(), nullable=False),
     sa.Column('created_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', engine.dbtypes.UTCDateTime(timezone=True), nullable=False),
