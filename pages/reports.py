@@ -174,7 +174,8 @@ def editor(report: store.ReportView | None, members: dict[int, str], notebook_li
         fields["view"] = view_controls(report.view or {} if report else {}, key)
     fields["cron"], fields["timezone"] = schedule_controls(report, key)
     fields["recipient_user_ids"] = st.multiselect(
-        "Members", list(members), default=list(report.recipient_user_ids) if report else [actor.user_id],
+        "Members", list(members), default=[u for u in report.recipient_user_ids if u in members] if report
+        else [actor.user_id],
         format_func=members.get, key=f"{key}_members")
     fields["recipient_addresses"] = st.text_area(
         "Other addresses", value=", ".join(report.recipient_addresses) if report else "", key=f"{key}_addresses",
@@ -202,8 +203,10 @@ def save(report: store.ReportView | None, fields: dict) -> None:
 
 def show_preview(report: store.ReportView | None, fields: dict | None) -> None:
     draft = None if report else {k: v for k, v in (fields or {}).items() if k not in ("cron", "timezone")}
-    if report is None and draft is None:
+    if report is None and not draft:
         return
+    if draft is not None and not draft.get("name", "").strip():
+        draft["name"] = "Untitled report"
     p = ui.attempt(lambda: deliveries.preview(actor, report.id if report else None, draft=draft))
     if p is None:
         return

@@ -110,6 +110,7 @@ def test_bad_input_is_refused_and_nothing_changes(ws):
         (lambda: store.update(ws, r.id, view={"colour": "red"}), InvalidInput, "no field 'colour'"),
         (lambda: store.update(ws, r.id, formats=["docx"]), InvalidInput, "'docx' is not one of them"),
         (lambda: store.update(ws, r.id, name="   "), InvalidInput, "cannot be empty"),
+        (lambda: store.update(ws, r.id, name="Weekly\r\nBcc: evil@example.com"), InvalidInput, "one line"),
         (lambda: store.update(ws, r.id, owner_id=5), InvalidInput, "no field 'owner_id'"),
         (lambda: weekly(ws, name="New", source="pdf"), InvalidInput, "notebook or a Cost & Usage view"),
         (lambda: store.create(ws, name="Nb", source="notebook"), InvalidInput, "Pick the notebook"),

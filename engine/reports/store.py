@@ -136,6 +136,8 @@ def _members(s: Session, workspace_id: int, user_ids: Iterable[int]) -> list[int
 def check_draft(s: Session, actor: Actor, owner_id: int, fields: dict[str, Any]) -> Draft:
     """The fields of a report, checked in session ``s`` for a report owned by ``owner_id``."""
     name = check_name(fields.get("name", ""), "Report name")
+    if any(ord(c) < 32 for c in name):  # it becomes the email's subject: one line
+        raise InvalidInput("A report name is one line of text.")
     source = fields.get("source")
     if source not in SOURCES:
         raise InvalidInput("A report sends a notebook or a Cost & Usage view.")
