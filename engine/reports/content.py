@@ -273,8 +273,9 @@ def from_dashboard(owner: Actor, view_data: dict[str, Any] | None, title: str, a
     for dim, label in (("project", "Top projects"), ("user", "Top people")):
         frame = summary.top[dim]
         if not frame.is_empty():
-            images.append(Image(f"top-{dim}s", charts.top_bars(frame, label), f"{label} by spend"))
-            blocks.append(Block("image", image=images[-1]))
+            if frame.height > 1:  # one bar says nothing the table does not
+                images.append(Image(f"top-{dim}s", charts.top_bars(frame, label), f"{label} by spend"))
+                blocks.append(Block("image", image=images[-1]))
             top = frame.select(pl.col("label").alias(dim), "spend", "calls")
             tables.append(Table(f"top-{dim}s", label, top,
                                 display=_shown(top, {dim: dim.title(), "spend": "Spend", "calls": "Calls"})))
