@@ -640,4 +640,5 @@ class AnswerRating(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 from engine.workflows import models as _workflow_models  # noqa: E402,F401  (the workflow tables)
 from engine.billing import models as _billing_models  # noqa: E402,F401  (billing tables; see engine/billing/models.py)
+from engine.schedules import models as _schedule_models  # noqa: E402,F401  (schedules, firings, the lease)
 from engine.reports import models as _report_models  # noqa: E402,F401  (reports, deliveries, workspace SMTP)

@@ -45,9 +45,9 @@ PERMISSIONS: dict[str, str] = {
     "workflow.run": "editor",  # runs spend money through their AI steps, like "generate"
     "workflow.approve": "editor",
     "workflow.credentials": "admin",
+    "report.write": "editor",
     "billing.read": "viewer",
     "billing.manage": "admin",
-    "report.write": "editor",  # reading reports and their history is "usage.read"
 }
 
 ACTION_LABELS = {
@@ -73,8 +73,8 @@ ACTION_LABELS = {
     "workflow.run": "run or cancel workflows",
     "workflow.approve": "approve or reject workflow steps",
     "workflow.credentials": "manage workflow credentials",
+    "report.write": "create, edit, schedule or send reports",
     "billing.manage": "change the plan or payment details",
-    "report.write": "create, change, send or delete reports",
 }
 
 

@@ -8,4 +8,7 @@
     render.py        the email: HTML with cid: images, CSV/Excel/PDF attachments (pdf.py)
     mailer.py        SMTP with STARTTLS / TLS / none
     deliveries.py    send now / test / resend, the queue the sidecar's workers drain, history
+    schedule_link.py the report's schedule as an engine.schedules row; importing it registers reports as
+                     schedule targets (store and deliveries import it; not this package, which
+                     engine.models imports while engine.schedules may still be loading)
 """

@@ -34,7 +34,7 @@ from engine.errors import Conflict, MeterbookError, NotFound
 from engine.models import User
 from engine.notify import DeliveryFailed
 from engine.permissions import Actor, authorize, in_workspace
-from engine.reports import mailer, smtp_settings
+from engine.reports import mailer, schedule_link, smtp_settings  # noqa: F401  (schedule_link: the target registration)
 from engine.reports.models import FINISHED, Report, ReportDelivery
 from engine.reports.outbox import DeliveryView, compose, delivery_view, preview  # noqa: F401  (preview: re-exported)
 

@@ -9,48 +9,66 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
-from engine.permissions import Actor
+from engine.permissions import Actor, in_workspace
+from engine.schedules import cron as _cron
+from engine.schedules import store as _store
 
 KIND = "report"
 
 
 def _modules():
-    from engine.schedules import cron, store
+    return _cron, _store
 
-    return cron, store
+
+# --- reports as schedule targets (engine.schedules asks these for its lists and its checks) -------
+
+
+def _report_name(s: Session, actor: Actor, report_id: int) -> str:
+    from engine.reports.models import Report
+
+    return in_workspace(s, Report, report_id, actor.workspace_id, "report").name
+
+
+def _delivery_results(s: Session, fired: list) -> dict[int, str]:
+    from engine.reports.models import ReportDelivery
+
+    by_delivery = {f.delivery_id: f.id for f in fired if f.delivery_id is not None}
+    if not by_delivery:
+        return {}
+    return {by_delivery[d]: status for d, status in s.execute(
+        select(ReportDelivery.id, ReportDelivery.status).where(ReportDelivery.id.in_(by_delivery)))}
+
+
+_store.register_target(KIND, _store.Target("report.write", _report_name, _delivery_results))
 
 
 def check(cron_expr: str | None, timezone: str | None) -> None:
     """``InvalidInput`` unless the cron expression and the timezone are both good."""
     if not timezone:
         raise InvalidInput("Choose the time zone the schedule's times are in.")
-    cron, _ = _modules()
-    cron.parse((cron_expr or "").strip(), timezone)
+    _cron.parse(" ".join((cron_expr or "").split()), timezone)
 
 
 def next_times(cron_expr: str, timezone: str, n: int = 3, after: datetime | None = None) -> list[datetime]:
-    cron, _ = _modules()
-    return cron.next_times(cron_expr.strip(), timezone, after or utcnow(), n)
+    """The next ``n`` sends (UTC) of an expression not saved yet; ``InvalidInput`` says what is wrong with it."""
+    if not timezone:
+        raise InvalidInput("Choose the time zone the schedule's times are in.")
+    return _store.preview(" ".join((cron_expr or "").split()), timezone, n, after)
 
 
 def for_report(actor: Actor, report_id: int) -> Any | None:
-    try:  # TEMP until engine.schedules lands on main
-        _, store = _modules()
-    except ImportError:
-        return None
+    _, store = _modules()
     found = store.for_target(actor, KIND, report_id)
     return found[0] if found else None
 
 
 def by_report(actor: Actor) -> dict[int, Any]:
-    try:  # TEMP until engine.schedules lands on main
-        _, store = _modules()
-    except ImportError:
-        return {}
+    _, store = _modules()
     return {s.target_id: s for s in store.list_schedules(actor, kind=KIND)}
 
 
@@ -98,8 +116,5 @@ def set_paused(actor: Actor, report_id: int, paused: bool) -> None:
 
 
 def delete_for_report(s: Session, report_id: int) -> None:
-    try:  # TEMP until engine.schedules lands on main
-        _, store = _modules()
-    except ImportError:
-        return
+    _, store = _modules()
     store.delete_for_target(s, KIND, report_id)

@@ -202,6 +202,7 @@ def clone(actor: Actor, workflow_id: int) -> WorkflowView:
 
 def delete(actor: Actor, workflow_id: int) -> None:
     """Delete the workflow, its versions and its runs (ledger rows stay: money spent is history)."""
+    from engine.schedules import store as schedules
     from engine.workflows import payloads
 
     with db.transaction() as s:
@@ -213,6 +214,7 @@ def delete(actor: Actor, workflow_id: int) -> None:
             raise InvalidInput("This workflow has a run in progress; cancel it first, then delete.")
         run_ids = list(s.scalars(select(WorkflowRun.id).where(WorkflowRun.workflow_id == wf.id)))
         audit.record_for(s, actor, "workflow.delete", "workflow", wf.id, name=wf.name)
+        schedules.delete_for_target(s, "workflow", wf.id)
         s.delete(wf)
     for run_id in run_ids:
         payloads.remove_run_files(run_id)
