@@ -13,7 +13,8 @@ from zoneinfo import available_timezones
 import streamlit as st
 
 from engine import accounts, dashboards, notebooks
-from engine.reports import deliveries, schedule_link, store
+from engine.reports import deliveries, schedule_link, smtp_settings, store
+from engine.schedules import store as schedules
 from engine.reports.models import FORMATS
 from pages import _common as ui
 
@@ -91,6 +92,8 @@ def show_list(reports: list[store.ReportView]) -> None:
         return
     st.dataframe(
         [{"Name": r.name, "Source": r.source_label, "Schedule": schedule_text(r),
+          "Next send": "—" if r.schedule is None or r.paused or r.schedule.next_fire_time is None
+          else ui.local_time(r.schedule.next_fire_time),
           "Recipients": ", ".join(r.recipient_emails),
           "Last delivery": (f"{STATUS_ICONS[r.last_delivery.status]} · {ui.local_time(r.last_delivery.at)}"
                             if r.last_delivery else "—")} for r in reports],
@@ -262,11 +265,22 @@ def history(report: store.ReportView) -> None:
                     st.rerun(scope="app")
 
 
+def warnings(reports: list[store.ReportView]) -> None:
+    """Say plainly when nothing would go out: no mail server, or no sidecar firing the schedules."""
+    if smtp_settings.get(actor) is None and smtp_settings.environment_server() is None:
+        st.warning("No mail server is set up, so reports cannot be emailed yet.", icon=":material/mail_lock:")
+        st.page_link("pages/settings.py", label="Set one up under Settings → Email", icon=":material/settings:")
+    if any(r.schedule and not r.paused for r in reports) and not schedules.scheduler_status().running:
+        st.warning("No sidecar is firing schedules right now, so scheduled sends wait until one runs "
+                   "(`python -m engine up` starts it).", icon=":material/schedule:")
+
+
 # --- layout -------------------------------------------------------------------------------
 
 st.title("Reports")
 ui.show_flash()
 reports = ui.attempt(lambda: store.list_reports(actor)) or []
+warnings(reports)
 current = opened()
 report = next((r for r in reports if r.id == current), None) if isinstance(current, int) else None
 

@@ -217,3 +217,16 @@ def test_an_editor_sees_the_mail_server_but_cannot_change_it(boss):
     assert any("Only admins and owners can change the mail server" in i.value for i in at.info)
     with pytest.raises(KeyError):
         at.get_by_key("smtp_host")
+
+
+def test_the_page_says_when_nothing_would_go_out(boss):
+    store.create(boss, name="Weekly", source="dashboard", cron="0 9 * * 1", timezone="UTC")
+    at = open_page()
+    warnings = [w.value for w in at.warning]
+    assert "No mail server is set up, so reports cannot be emailed yet." in warnings
+    assert any(w.startswith("No sidecar is firing schedules right now") for w in warnings)
+    assert list(at.dataframe[0].value["Schedule"]) == ["0 9 * * 1 (UTC)"]
+    assert list(at.dataframe[0].value["Next send"]) != ["—"]  # the next Monday, as the schedule says
+    smtp_settings.save(boss, host="mail.example.com", port=587, from_address="r@meter.example")
+    at.run()
+    assert not any("mail server" in w.value for w in at.warning)

@@ -305,3 +305,28 @@ def test_preview_is_the_message_that_would_be_sent(ws):
     assert draft.recipients == ["owner@example.com"] and "Last 30 days" in draft.html
     with db.read_session() as s:
         assert s.scalar(select(func.count()).select_from(ReportDelivery)) == 0  # a preview queues nothing
+
+
+def test_workers_racing_over_the_queue_send_each_delivery_exactly_once(ws, server):
+    import threading
+
+    spend(ws)
+    use_server(ws, server.port)
+    report = dashboard_report(ws, formats=[], recipient_addresses=[], recipient_user_ids=[ws.user_id])
+    ids = {deliveries.send_now(ws, report.id) for _ in range(8)}
+    start = threading.Barrier(4)
+    ran: list[int] = []
+
+    def worker(name: str) -> None:
+        start.wait()
+        ran.append(deliveries.work_once(name))
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(ran) == 8
+    sent = [int(msg["X-Meterbook-Delivery"]) for _, _, msg in server.messages]
+    assert sorted(sent) == sorted(ids)  # every delivery once, none twice
+    assert {d.status for d in deliveries.history(ws, report.id)} == {"sent"}
