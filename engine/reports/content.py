@@ -261,6 +261,7 @@ def from_dashboard(owner: Actor, view_data: dict[str, Any] | None, title: str, a
         filters = board.filters(view, as_of)
         summary = board.summary(filters)
         ledger = board.rows(filters, EMAIL_LEDGER_ROWS)
+        options = board.options()
     period = filters.period
     figures = _figures(summary.totals)
     blocks: list[Block] = [Block("figures", figures=figures)]
@@ -295,7 +296,8 @@ def from_dashboard(owner: Actor, view_data: dict[str, Any] | None, title: str, a
     tables.append(Table("ledger-rows", "Ledger rows", ledger.frame, in_body=False, note=note))
     cur = summary.totals.current
     empty = "No calls were made in the period." if cur.calls == 0 and not cur.spend else None
-    narrowed = [f"{k.replace('_id', '')} {v}" for k, v in view_to_dict(view).items()
+    names = {"client_id": options.clients, "project_id": options.projects, "user_id": options.users}
+    narrowed = [f"{k.replace('_id', '')} {names.get(k, {}).get(v, v)}" for k, v in view_to_dict(view).items()
                 if k not in ("period", "first", "last")]
     subtitle = f"{dashboards.PERIODS.get(period.key, period.key)} · {period.describe()} ({period.tz})"
     if narrowed:
