@@ -242,6 +242,19 @@ def test_a_send_stuck_past_its_lease_times_out_as_failed_and_is_never_sent(ws, s
     assert one_delivery(ws, report.id).notice == "sent"
 
 
+def test_a_render_that_outlasts_its_lease_does_not_send_what_was_already_failed(ws, server):
+    spend(ws)
+    use_server(ws, server.port)
+    report = dashboard_report(ws, formats=[])
+    delivery_id = deliveries.send_now(ws, report.id)
+    t0 = utcnow()
+    assert deliveries.claim("slow", now=t0) == delivery_id
+    assert deliveries.time_out_stuck(now=t0 + timedelta(seconds=deliveries.LEASE_S + 1)) == 1  # another worker's round
+    assert deliveries.process(delivery_id, "slow") == "failed"  # the slow worker finishes rendering, and stops there
+    assert server.messages == []
+    assert one_delivery(ws, report.id).error == deliveries.TIMED_OUT
+
+
 def test_two_workers_never_send_one_delivery_twice(ws, server):
     spend(ws)
     use_server(ws, server.port)

@@ -182,6 +182,14 @@ def claim(worker_id: str, *, now: datetime | None = None, lease_s: float = LEASE
     return None
 
 
+def _still_mine(delivery_id: int, worker_id: str, now: datetime) -> bool:
+    """Renew this worker's lease for the send itself; False when the row was timed out meanwhile."""
+    with db.transaction() as s:
+        return bool(s.execute(update(ReportDelivery).where(
+            ReportDelivery.id == delivery_id, ReportDelivery.claimed_by == worker_id,
+            ReportDelivery.status == "sending").values(lease_expires_at=now + timedelta(seconds=LEASE_S))).rowcount)
+
+
 def _finish(delivery_id: int, worker_id: str, **values) -> None:
     with db.transaction() as s:
         s.execute(update(ReportDelivery).where(ReportDelivery.id == delivery_id,
@@ -213,6 +221,11 @@ def process(delivery_id: int, worker_id: str, *, now: datetime | None = None) ->
         log.exception("rendering report delivery %s", delivery_id)
         return _failed(delivery_id, worker_id, f"The report could not be rendered: {type(exc).__name__}: {exc}",
                        attempts, retry=False, now=now, recipients=None)
+    if not _still_mine(delivery_id, worker_id, now):
+        # Rendering outlasted the lease and the row was timed out (and its owner told): sending now
+        # would turn a recorded failure into a surprise email. It stays failed; Resend is there.
+        log.warning("report delivery %s timed out while %s rendered it; not sending", delivery_id, worker_id)
+        return "failed"
     if message.skip_reason:
         _finish(delivery_id, worker_id, status="skipped", note=message.skip_reason, error=None,
                 finished_at=utcnow(), lease_expires_at=None, recipients=message.recipients)
@@ -223,7 +236,7 @@ def process(delivery_id: int, worker_id: str, *, now: datetime | None = None) ->
         mailer.send(config, msg, message.recipients)
     except DeliveryFailed as exc:
         return _failed(delivery_id, worker_id, str(exc), attempts, retry=True, now=now, recipients=message.recipients)
-    # Whatever the row says now (even "timed out" after a very slow send), the mail went: record that.
+    # Whatever the row says now (even "timed out" after a send slower than the lease), the mail went.
     _finish(delivery_id, worker_id, status="sent", error=None, finished_at=utcnow(), lease_expires_at=None,
             message_id=msg["Message-ID"], recipients=message.recipients, notice="none")
     return "sent"
