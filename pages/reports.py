@@ -318,7 +318,8 @@ with edit_tab:
         fields = None
         st.info(f"Only editors and up can change or send reports. Your role is {ui.role()}.", icon=":material/lock:")
 with preview_tab:
-    st.caption("The email exactly as it would be sent now, charts as images, from the data as it stands.")
+    st.caption("The email exactly as it would be sent now (as last saved), charts as images, from the data as it "
+               "stands. A notebook report runs its SQL cells again just before it is sent.")
     if preview_tab.open:  # rendering runs the queries and draws the charts: only when looked at
         show_preview(report, fields if report is None else None)
 with history_tab:

@@ -28,6 +28,7 @@ def test_the_preview_draws_the_email_with_its_chart_images(tmp_path):
         page.goto(f"{app.url}/reports?report={report.id}")
         settle(page)
         expect(page.get_by_role("heading", name="Weekly spend").first).to_be_visible(timeout=TIMEOUT)
+        page.screenshot(path=str(tmp_path / "reports-editor.png"), full_page=True)
         page.get_by_role("tab", name="Preview").click()
         settle(page)
         chart = page.get_by_role("img", name="Spend over time by provider")
