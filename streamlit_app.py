@@ -72,6 +72,7 @@ else:
         "Analytics": [
             st.Page("pages/cost_usage.py", title="Cost & Usage", icon=":material/monitoring:"),
             st.Page("pages/notebooks.py", title="Notebooks", icon=":material/menu_book:"),
+            st.Page("pages/reports.py", title="Reports", icon=":material/schedule_send:"),
         ],
         "Spend control": [
             st.Page("pages/budgets.py", title="Budgets & Alerts", icon=":material/savings:"),

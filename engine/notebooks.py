@@ -136,6 +136,7 @@ class CellSnapshot:
     error: str | None
     ran_at: datetime | None
     figure: dict[str, Any] | None  # a chart's Plotly figure as plain JSON data
+    source_number: int | None = None  # a chart's source cell, so reports can draw it from that cell's rows
 
 
 @dataclass(frozen=True)
@@ -624,6 +625,7 @@ def notebook_snapshot(actor: Actor, notebook_id: int) -> NotebookSnapshot:
     why it cannot be drawn. The actor must be able to read the notebook.
     """
     view = get_notebook(actor, notebook_id)
+    numbers = {c.id: c.number for c in view.cells}
     cells = []
     for cell in view.cells:
         figure = None
@@ -633,6 +635,7 @@ def notebook_snapshot(actor: Actor, notebook_id: int) -> NotebookSnapshot:
             CellSnapshot(
                 cell.number, cell.kind, cell.source, cell.options, cell.frame, cell.row_count, cell.truncated,
                 cell.elapsed_ms, cell.error, cell.ran_at, figure,
+                numbers.get(cell.options.get("source")) if cell.kind == "chart" else None,
             )
         )
     return NotebookSnapshot(view.id, actor.workspace_id, view.title, utcnow(), tuple(cells))

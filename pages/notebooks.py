@@ -212,6 +212,9 @@ def toolbar(view: NotebookView) -> None:
             mime="text/html", icon=":material/download:", key="nb_download", on_click="ignore",
             help="One standalone page with the last results; opens without a connection.",
         )
+        if ui.allowed("report.write"):
+            st.page_link("pages/reports.py", label="Schedule as report", icon=":material/schedule_send:",
+                         query_params={"notebook": view.id}, help="Email this notebook's results on a schedule.")
         if view.can_manage:
             shared = st.toggle("Shared with the workspace", value=view.shared, key=f"nb_shared_{view.id}",
                                help="Members can read a shared notebook; editors and up can change and run it.")

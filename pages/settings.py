@@ -13,6 +13,7 @@ import streamlit as st
 from engine import accounts, api_keys, audit, pricing
 from engine.config import get_settings
 from pages import _common as ui
+from pages import _email_settings
 
 ROLES = ["owner", "admin", "editor", "viewer"]
 ROLE_HELP = (
@@ -111,9 +112,9 @@ for flag, defaults in FORM_DEFAULTS.items():  # empty a form after it succeeded,
 with st.container():  # one block whether or not a message shows, so the tabs below keep their place
     st.title("Settings")
     ui.show_flash()
-workspace_tab, members_tab, invitations_tab, keys_tab, prices_tab, audit_tab, account_tab = st.tabs(
+workspace_tab, members_tab, invitations_tab, keys_tab, prices_tab, email_tab, audit_tab, account_tab = st.tabs(
     [":material/domain: Workspace", ":material/group: Members", ":material/person_add: Invitations",
-     ":material/key: API keys", ":material/sell: Prices", ":material/history: Audit log",
+     ":material/key: API keys", ":material/sell: Prices", ":material/mail: Email", ":material/history: Audit log",
      ":material/account_circle: Account"],
     key="settings_tab", on_change="rerun",  # tracked, so the open tab survives the rerun after a change
 )
@@ -266,6 +267,9 @@ with prices_tab:
             finish(f"Price override for {provider.strip()}/{model.strip()} added.")
     else:
         st.caption("Only admins and owners can change prices.")
+
+with email_tab:
+    _email_settings.section(actor)
 
 with audit_tab:
     if not ui.allowed("audit.read"):
