@@ -34,6 +34,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_up(args) -> int:
+    """The database, the demo on first start, then the sidecar and the UI together; Ctrl-C stops both."""
     from engine import demo, migrate
 
     settings = get_settings()
@@ -42,29 +43,37 @@ def cmd_up(args) -> int:
         print("First start: creating the demo workspace…", flush=True)
         demo.seed(seed=settings.demo_seed, rows=settings.demo_rows, progress=_progress)
         print()
-    _start_exporter()
+    # The sidecar fires schedules, works queued runs and deliveries, exports the warehouse, drains
+    # billing and serves webhooks; the UI process never does any of it.
+    sidecar = subprocess.Popen([sys.executable, "-m", "engine", "sidecar"], cwd=PROJECT_ROOT, env=os.environ.copy())
     url = settings.base_url
     print(f"\nMeterbook is running at {url}")
     if demo.has_demo_user():
         print(f"Demo login: {demo.DEMO_EMAIL} / {demo.DEMO_PASSWORD}")
     print("Press Ctrl-C to stop.\n", flush=True)
-    from engine.billing import drainer
-
-    if drainer.start(settings.billing_drain_seconds):  # until the sidecar drains the meter outbox
-        print(f"Billing: sending usage to Stripe every {settings.billing_drain_seconds:.0f} s.", flush=True)
     command = [
         sys.executable, "-m", "pages._server", "run", str(PROJECT_ROOT / "streamlit_app.py"),
         "--server.port", str(settings.port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false",
     ]
-    stop, worker = _start_workflow_worker()
     try:
         return subprocess.call(command, cwd=PROJECT_ROOT, env=os.environ.copy())
     except KeyboardInterrupt:
         return 0
     finally:
-        stop.set()  # a run in progress goes back to the queue for the next start
-        worker.join(timeout=10)
+        _stop_sidecar(sidecar)
+
+
+def _stop_sidecar(sidecar: subprocess.Popen) -> None:
+    """SIGTERM: it stops claiming, lets running work finish, hands the rest back and releases its lease."""
+    if sidecar.poll() is None:
+        sidecar.terminate()
+    try:
+        sidecar.wait(timeout=45)
+    except subprocess.TimeoutExpired:
+        sidecar.kill()
+    except KeyboardInterrupt:  # a second Ctrl-C: do not wait
+        sidecar.kill()
 
 
 def cmd_run(args) -> int:
@@ -77,30 +86,6 @@ def cmd_sidecar(args) -> int:
     from engine.sidecar import command
 
     return command.run(args)
-
-
-def _start_workflow_worker():
-    """Until the sidecar exists, queued workflow runs are worked by a thread of ``up``."""
-    import threading
-
-    from engine.workflows import worker
-
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.work, args=(f"up-{os.getpid()}", stop), name="workflow-worker",
-                              daemon=True)
-    thread.start()
-    return stop, thread
-
-
-def _start_exporter() -> None:
-    """Export the ledger to the warehouse from a thread: at once, then every half minute while the app runs.
-
-    Not before the UI starts: a first export of a large ledger takes minutes, and the dashboards
-    read what is not exported yet from the database meanwhile.
-    """
-    from engine import warehouse_sync
-
-    warehouse_sync.ensure_running()
 
 
 def cmd_export(_args) -> int:
@@ -194,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-demo", action="store_true", help="do not create the demo workspace on first start")
     up.set_defaults(func=cmd_up)
 
-    sub.add_parser("export", help="export new ledger rows to the analytics warehouse (engine up does it every 30 s)"
+    sub.add_parser("export", help="export new ledger rows to the analytics warehouse (the sidecar does it every 30 s)"
                    ).set_defaults(func=cmd_export)
 
     run = sub.add_parser("run", help="run a workflow now and print its outputs as JSON")

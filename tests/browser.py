@@ -1,4 +1,4 @@
-"""The harness the real-browser journeys share: the app as ``python -m engine up`` starts it, and Chromium.
+"""The harness the real-browser journeys share: the app as ``python -m engine up`` starts it (UI and sidecar), and Chromium.
 
 - ``serve_app(tmp)`` starts the app on a fresh SQLite database in ``tmp`` and a free port on
   127.0.0.1, waits until Streamlit answers its health check, and stops the whole process
@@ -85,6 +85,7 @@ def serve_app(tmp: Path, *, demo: bool, port: int | None = None, env: dict[str, 
         "METERBOOK_PORT": str(port),
         "METERBOOK_BASE_URL": url,
         "METERBOOK_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",  # nothing there
+        "METERBOOK_SIDECAR_PORT": str(free_port()),  # journeys run side by side, each with its sidecar
         **(env or {}),
     }
     log_path = tmp / "up.log"

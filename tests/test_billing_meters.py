@@ -199,11 +199,9 @@ def test_the_outbox_row_and_the_ledger_row_commit_together_or_not_at_all(pro, fa
     assert outbox() == []
 
 
-def test_the_cli_and_the_background_thread_drain_the_outbox(pro, fake, capsys):
-    import threading
-
+def test_the_cli_and_the_sidecar_s_job_drain_the_outbox(pro, fake, capsys):
     from engine import cli
-    from engine.billing import drainer
+    from engine.sidecar import jobs
 
     call(pro)
     assert cli.main(["billing", "drain"]) == 0
@@ -212,11 +210,5 @@ def test_the_cli_and_the_background_thread_drain_the_outbox(pro, fake, capsys):
     assert ": ok" in capsys.readouterr().out
     assert cli.main(["billing", "reconcile", "--day", "yesterday-ish"]) == 1
     call(pro)
-    stop = threading.Event()
-    thread = drainer.start(0.05, stop)
-    deadline = utcnow() + timedelta(seconds=20)
-    while meters.pending_count() and utcnow() < deadline:
-        stop.wait(0.05)
-    stop.set()
-    thread.join(5)
+    jobs.drain_billing()  # the sidecar's periodic job
     assert meters.pending_count() == 0 and len(fake.meter_events) == 2

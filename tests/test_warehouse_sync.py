@@ -1,58 +1,40 @@
-"""The exporter that keeps the warehouse current while the app runs, and ``python -m engine export``."""
+"""The sidecar's job that keeps the warehouse current while the app runs, and ``python -m engine export``."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
-import pytest
 
 from analytics import warehouse
-from engine import warehouse_sync
+from engine.sidecar import jobs
 from engine.config import PROJECT_ROOT
 from tests.factories import owner
 from tests.test_warehouse import add_rows, ledger_totals, warehouse_totals
-
-
-@pytest.fixture
-def exporter():
-    yield warehouse_sync
-    warehouse_sync.stop()
 
 
 def exported_up_to(root) -> int:
     return int(warehouse.read_manifest(root)["watermark"])
 
 
-def wait_for(condition, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("the exporter did not catch up in time")
-        time.sleep(0.05)
-
-
-def test_rows_written_while_the_app_runs_are_exported_by_the_thread(database, data_dir, exporter):
+def test_the_sidecar_s_export_job_exports_what_is_new_each_tick(database, data_dir):
     actor = owner()
     # Older than PostgreSQL's settle time (see warehouse.refresh), so both halves export them at once.
     first = add_rows(actor.workspace_id, actor.user_id, 40, seed=1, start=datetime.now(UTC) - timedelta(minutes=5))
-    exporter.ensure_running(interval_s=0.05)
-    exporter.ensure_running(interval_s=0.05)  # a second call finds it running
-    assert [t.name for t in threading.enumerate()].count("warehouse-export") == 1
+    export = jobs.guarded("periodic-export", jobs.export_warehouse)
+    export()
     root = warehouse.warehouse_dir()
-    wait_for(lambda: exported_up_to(root) >= max(first))
+    assert exported_up_to(root) >= max(first)
     later = add_rows(actor.workspace_id, actor.user_id, 25, seed=2, start=datetime.now(UTC) - timedelta(minutes=5))
-    wait_for(lambda: exported_up_to(root) >= max(later))
-    exporter.stop()
+    export()
+    assert exported_up_to(root) >= max(later)
     con = warehouse.connect(actor.workspace_id, root=root)
     assert warehouse_totals(con) == ledger_totals(actor.workspace_id)
     assert con.execute("SELECT count(*) FROM _tail").fetchone() == (0,)  # nothing left for pages to read from the database
 
 
-def test_a_failed_export_is_tried_again_at_the_next_tick(sqlite_database, data_dir, exporter, monkeypatch):
+def test_a_failed_export_is_logged_and_tried_again_at_the_next_tick(sqlite_database, data_dir, monkeypatch, caplog):
     actor = owner()
     rows = add_rows(actor.workspace_id, actor.user_id, 10, seed=3)
     real, calls = warehouse.refresh, []
@@ -64,9 +46,11 @@ def test_a_failed_export_is_tried_again_at_the_next_tick(sqlite_database, data_d
         return real(*args, **kwargs)
 
     monkeypatch.setattr(warehouse, "refresh", flaky)
-    exporter.ensure_running(interval_s=0.05)
-    wait_for(lambda: exported_up_to(warehouse.warehouse_dir()) >= max(rows))
-    assert len(calls) >= 2
+    export = jobs.guarded("periodic-export", jobs.export_warehouse)
+    export()  # the failure is logged, never raised into the scheduler
+    assert "runs again at its next tick" in caplog.text
+    export()
+    assert exported_up_to(warehouse.warehouse_dir()) >= max(rows) and len(calls) == 2
 
 
 def test_the_export_command_exports_and_says_how_much(tmp_path):

@@ -8,7 +8,7 @@
     accounts.py       customers, checkout and portal sessions, refresh, invoices (the page's service)
     webhooks.py       handle_webhook(payload, signature): verify, process once, act on current state
     meters.py         the meter-event outbox: enqueue with the ledger row, drain, alerts, reconcile
-    drainer.py        the thread `engine up` drains with until the sidecar exists
+    drainer.py        run_once(): one round of sending usage (the sidecar's periodic job)
 
 Importing ``engine.billing.limits`` installs the plan hook into the generation path.
 """

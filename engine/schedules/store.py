@@ -88,8 +88,16 @@ class FireView:
     result: str | None = None
 
 
+def _registered() -> dict[str, Target]:
+    """Every kind's target. Reports register when their module loads, which cannot happen while
+    ``engine.models`` is still importing this package, so it is imported here, on first use."""
+    if "report" not in TARGETS:
+        import engine.reports.schedule_link  # noqa: F401  (registers the "report" target)
+    return TARGETS
+
+
 def _target(kind: str) -> Target:
-    if kind not in KINDS or kind not in TARGETS:
+    if kind not in KINDS or kind not in _registered():
         raise InvalidInput(f"A schedule runs a workflow or sends a report, not {kind!r}.")
     return TARGETS[kind]
 
@@ -295,7 +303,7 @@ def _with_results(s: Session, rows: Iterable[Schedule]) -> list[ScheduleView]:
     results: dict[int, str] = {}
     for kind in {r.kind for r in rows}:
         fired = [f for f in last.values() if f.schedule_id in {r.id for r in rows if r.kind == kind}]
-        if fired and kind in TARGETS:
+        if fired and kind in _registered():
             results.update(TARGETS[kind].results(s, fired))
     out = []
     for r in rows:

@@ -168,19 +168,10 @@ def start_target(snap: Snapshot, fire_time: datetime) -> tuple[int | None, int |
                            trigger="schedule", idempotency_key=idempotency_key(snap.id, fire_time))
         return run.id, None
     if snap.kind == "report":
-        deliveries = _deliveries()
+        from engine.reports import deliveries
+
         return None, deliveries.enqueue_scheduled(snap.target_id, fire_time)
     raise MeterbookError(f"Unknown schedule kind {snap.kind!r}.")
-
-
-def _deliveries():
-    try:
-        from engine.reports import deliveries
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("engine.reports"):
-            raise
-        raise MeterbookError("Scheduled reports are not available in this build.") from None
-    return deliveries
 
 
 def _unfinished_previous(s, row: Schedule, fire_time: datetime) -> str | None:
@@ -198,7 +189,9 @@ def _unfinished_previous(s, row: Schedule, fire_time: datetime) -> str | None:
             return (f"Skipped: the run of {prev.fire_time:%Y-%m-%d %H:%M:%S} UTC (#{prev.run_id}) was still "
                     f"{status} (no overlap).")
     if row.kind == "report" and prev.delivery_id is not None:
-        if _deliveries().is_unfinished(prev.delivery_id):
+        from engine.reports import deliveries
+
+        if deliveries.is_unfinished(prev.delivery_id):
             return (f"Skipped: the delivery of {prev.fire_time:%Y-%m-%d %H:%M:%S} UTC (#{prev.delivery_id}) "
                     "was still unfinished (no overlap).")
     return None

@@ -1,11 +1,11 @@
 """The leader's APScheduler 3 scheduler, and the periodic jobs it hosts beside the schedules.
 
-Schedule jobs run in a ``TrackedExecutor`` that passes ``run_times``: APScheduler hands the executor every nominal time that
+Schedule jobs run in a ``TrackedExecutor``: APScheduler hands the executor every nominal time that
 is due (``run_times``), and the firing needs that time to write its row, which a job function
 in APScheduler 3 is never told. The scheduler keeps its jobs in memory: the database is the
 truth, and a new leader rebuilds them from the schedule rows.
 
-Periodic jobs (the warehouse export, the billing drain, the budget monitor) are guarded: a
+Periodic jobs (the warehouse export, the billing drain, the budget monitor, orphaned batches) are guarded: a
 failure is logged and the job runs again at its next tick.
 """
 
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 FIRING = "firing"
 EXPORT_S = 30.0
 MONITOR_S = 300.0
+BATCHES_S = 60.0  # batches whose worker stopped are taken over after batches.STALE_AFTER anyway
 
 
 class TrackedExecutor(ThreadPoolExecutor):
@@ -123,6 +124,14 @@ def monitor_workspaces() -> None:
             log.exception("The budget monitor failed for workspace %s", workspace_id)
 
 
+def resume_batches() -> None:
+    from engine import batch_worker
+
+    resumed = batch_worker.resume_stale()
+    if resumed:
+        log.info("Resumed batches whose worker had stopped: %s", resumed)
+
+
 def add_periodic(scheduler: BackgroundScheduler) -> list[str]:
     """The periodic jobs, each first run soon after leadership starts; their ids."""
     from engine.billing.plans import billing_configured
@@ -130,7 +139,8 @@ def add_periodic(scheduler: BackgroundScheduler) -> list[str]:
 
     now = datetime.now(UTC)
     wanted = [("periodic-export", export_warehouse, EXPORT_S),
-              ("periodic-monitor", monitor_workspaces, MONITOR_S)]
+              ("periodic-monitor", monitor_workspaces, MONITOR_S),
+              ("periodic-batches", resume_batches, BATCHES_S)]
     if billing_configured():
         wanted.append(("periodic-billing", drain_billing, get_settings().billing_drain_seconds))
     for job_id, fn, seconds in wanted:

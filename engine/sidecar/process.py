@@ -76,13 +76,13 @@ class Sidecar:
             self._worker_threads.append(self._spawn(
                 worker.work, f"workflow-worker-{i}", f"{self.holder}/w{i}", self._claims_stop,
                 poll_s=0.5, hand_back=self._hand_back))
-        deliveries = _deliveries()
-        if deliveries is not None:
-            for i in range(self.delivery_workers):
-                self._worker_threads.append(self._spawn(deliveries.work, f"delivery-worker-{i}",
-                                                        f"{self.holder}/d{i}", self._claims_stop))
+        from engine.reports import deliveries
+
+        for i in range(self.delivery_workers):
+            self._worker_threads.append(self._spawn(deliveries.work, f"delivery-worker-{i}",
+                                                    f"{self.holder}/d{i}", self._claims_stop))
         log.info("Sidecar %s started: %d workflow workers, %d delivery workers", self.holder, self.workers,
-                 self.delivery_workers if deliveries is not None else 0)
+                 self.delivery_workers)
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -207,15 +207,3 @@ class Sidecar:
             "holder": self.holder,
             "error": self.last_error,
         }
-
-
-def _deliveries():
-    """The report delivery workers' module, or None in a build without scheduled reports."""
-    try:
-        from engine.reports import deliveries
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("engine.reports"):
-            raise
-        log.info("engine.reports.deliveries is not in this build: no report delivery workers")
-        return None
-    return deliveries
