@@ -220,7 +220,7 @@ if raw.isdigit():
 items = ui.attempt(lambda: store.list_schedules(actor)) or []
 wanted = st.query_params.get("workflow", "")
 if can_edit:
-    with st.expander("New workflow schedule", icon=":material/add_alarm:", expanded=wanted.isdigit()):
+    with st.expander("New workflow schedule", icon=":material/add_alarm:", expanded=wanted.isdigit() or not items):
         schedule_form(int(wanted) if wanted.isdigit() else None)
 if not items:
     st.info("No schedules yet. Schedule a workflow above, or a report on the Reports page.",

@@ -186,7 +186,8 @@ class Sidecar:
 
     def health(self) -> dict:
         alive = [t for t in self._threads if t.is_alive()]
-        workers = sum(1 for t in self._worker_threads if t.is_alive())
+        workers = sum(1 for t in self._worker_threads if t.is_alive() and t.name.startswith("workflow-worker"))
+        delivery_workers = sum(1 for t in self._worker_threads if t.is_alive() and t.name.startswith("delivery-worker"))
         stale = self.last_tick is None or (utcnow() - self.last_tick).total_seconds() > max(10.0, 5 * self.reconcile_s)
         try:
             from engine.workflows.models import WorkflowRun
@@ -203,6 +204,7 @@ class Sidecar:
             "last_tick": self.last_tick.isoformat() if self.last_tick else None,
             "schedules": reconciler.count() if reconciler is not None else 0,
             "workers": workers,
+            "delivery_workers": delivery_workers,
             "queued_runs": queued,
             "holder": self.holder,
             "error": self.last_error,
