@@ -1,8 +1,8 @@
 """Sending messages out: email over SMTP and JSON webhooks (Slack-compatible ``{"text": ...}``).
 
-Email goes through the server in the ``METERBOOK_SMTP_*`` settings, upgraded with STARTTLS
-(certificate checked against the system's trust store) unless ``smtp_starttls`` is off, and
-signed in when a user name is set. A webhook is a POST of ``{"text": ...}`` plus any extra
+Email goes through the server in the ``METERBOOK_SMTP_*`` settings (``engine.smtp`` is the client),
+upgraded with STARTTLS (certificate checked against the system's trust store) unless
+``smtp_starttls`` is off, and signed in when a user name is set. A webhook is a POST of ``{"text": ...}`` plus any extra
 fields, which Slack, Mattermost, Discord's Slack-compatible endpoint and plain receivers all
 accept. Both raise ``DeliveryFailed`` with a message fit to show and store: it names the
 server or the webhook's host, never the webhook's full address (that is its secret).
@@ -10,8 +10,6 @@ server or the webhook's host, never the webhook's full address (that is its secr
 
 from __future__ import annotations
 
-import smtplib
-import ssl
 from collections.abc import Mapping, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -20,56 +18,33 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from engine.config import Settings, get_settings
-from engine.errors import InvalidInput, MeterbookError
+from engine import smtp
+from engine.config import Settings
+from engine.errors import InvalidInput
+from engine.smtp import TIMEOUT_S, DeliveryFailed
 
-TIMEOUT_S = 15.0
-
-
-class DeliveryFailed(MeterbookError):
-    """A message could not be handed over; the text says to whom and why."""
-
+__all__ = ["DeliveryFailed", "email_configured", "send_email", "check_webhook_url", "webhook_hint", "post_webhook"]
 
 def email_configured(settings: Settings | None = None) -> bool:
-    return bool((settings or get_settings()).smtp_host)
+    return smtp.from_settings(settings) is not None
 
 
 def send_email(to: Sequence[str], subject: str, text: str, *, settings: Settings | None = None) -> None:
     """Send one plain-text email to ``to`` (one message, every recipient in To)."""
-    s = settings or get_settings()
-    if not s.smtp_host:
+    config = smtp.from_settings(settings)
+    if config is None:
         raise DeliveryFailed("Email is not set up: set METERBOOK_SMTP_HOST (and the other METERBOOK_SMTP_* "
                              "settings) to send email.")
     if not to:
         raise DeliveryFailed("The email has no recipients.")
     msg = EmailMessage()
-    msg["From"] = s.smtp_from
+    msg["From"] = config.from_address
     msg["To"] = ", ".join(to)
     msg["Subject"] = subject
     msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=s.smtp_from.rpartition("@")[2] or "meterbook.local")
+    msg["Message-ID"] = make_msgid(domain=config.from_address.rpartition("@")[2] or "meterbook.local")
     msg.set_content(text)
-    where = f"{s.smtp_host}:{s.smtp_port}"
-    try:
-        with smtplib.SMTP(s.smtp_host, s.smtp_port, timeout=TIMEOUT_S) as smtp:
-            if s.smtp_starttls:
-                smtp.starttls(context=ssl.create_default_context())
-            if s.smtp_username:
-                smtp.login(s.smtp_username, s.smtp_password.get_secret_value() if s.smtp_password else "")
-            refused = smtp.send_message(msg)
-    except smtplib.SMTPNotSupportedError:
-        raise DeliveryFailed(f"The mail server {where} does not offer STARTTLS; turn METERBOOK_SMTP_STARTTLS "
-                             "off only if the server is on a trusted network.") from None
-    except smtplib.SMTPAuthenticationError as exc:
-        raise DeliveryFailed(f"The mail server {where} refused the user name or password ({exc.smtp_code}).") from None
-    except smtplib.SMTPRecipientsRefused as exc:
-        raise DeliveryFailed(f"The mail server {where} refused every recipient: {', '.join(exc.recipients)}.") from None
-    except ssl.SSLError as exc:
-        raise DeliveryFailed(f"Could not start TLS with the mail server {where}: {exc.reason or exc}.") from None
-    except (smtplib.SMTPException, OSError) as exc:
-        raise DeliveryFailed(f"Could not send email through {where}: {exc}.") from None
-    if refused:
-        raise DeliveryFailed(f"The mail server {where} refused {', '.join(sorted(refused))}.")
+    smtp.send(config, msg, list(to))
 
 
 def check_webhook_url(url: str) -> str:

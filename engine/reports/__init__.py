@@ -6,8 +6,8 @@
     content.py       what a report says, as data: figures, Markdown, tables, charts
     charts.py        charts as PNG (matplotlib: email clients run no JavaScript)
     render.py        the email: HTML with cid: images, CSV/Excel/PDF attachments (pdf.py)
-    mailer.py        SMTP with STARTTLS / TLS / none
     deliveries.py    send now / test / resend, the queue the sidecar's workers drain, history
+                     (SMTP itself is engine/smtp.py, shared with alert emails)
     schedule_link.py the report's schedule as an engine.schedules row; importing it registers reports as
                      schedule targets (store and deliveries import it; not this package, which
                      engine.models imports while engine.schedules may still be loading)

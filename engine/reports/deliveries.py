@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine import db
+from engine import db, smtp
 from engine.billing import limits
 from engine.config import get_settings
 from engine.dbtypes import utcnow
@@ -34,7 +34,7 @@ from engine.errors import Conflict, MeterbookError, NotFound
 from engine.models import User
 from engine.notify import DeliveryFailed
 from engine.permissions import Actor, authorize, in_workspace
-from engine.reports import mailer, schedule_link, smtp_settings  # noqa: F401  (schedule_link: the target registration)
+from engine.reports import schedule_link, smtp_settings  # noqa: F401  (schedule_link: the target registration)
 from engine.reports.models import FINISHED, Report, ReportDelivery
 from engine.reports.outbox import DeliveryView, compose, delivery_view, preview  # noqa: F401  (preview: re-exported)
 
@@ -233,7 +233,7 @@ def process(delivery_id: int, worker_id: str, *, now: datetime | None = None) ->
     try:
         config = smtp_settings.config_for(message.workspace_id)
         msg = message.email(config.from_address)
-        mailer.send(config, msg, message.recipients)
+        smtp.send(config, msg, message.recipients)
     except DeliveryFailed as exc:
         return _failed(delivery_id, worker_id, str(exc), attempts, retry=True, now=now, recipients=message.recipients)
     # Whatever the row says now (even "timed out" after a send slower than the lease), the mail went.
@@ -296,7 +296,7 @@ def _tell_owner(workspace_id: int, owner_id: int, ids: list[int], now: datetime)
             f"Reports page: {base}/reports\n")
     try:
         config = smtp_settings.config_for(workspace_id)
-        mailer.send(config, smtp_settings.plain_message(config, [email], subject, text), [email])
+        smtp.send(config, smtp_settings.plain_message(config, [email], subject, text), [email])
     except DeliveryFailed as exc:
         wait = NOTICE_BACKOFF_S[min(attempts, len(NOTICE_BACKOFF_S) - 1)]
         with db.transaction() as s:

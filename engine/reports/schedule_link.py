@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
 from engine.permissions import Actor, in_workspace
 from engine.schedules import cron as _cron

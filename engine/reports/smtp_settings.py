@@ -18,13 +18,12 @@ from typing import Final
 
 from sqlalchemy import select
 
-from engine import audit, db, vault
+from engine import audit, db, smtp, vault
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, NotFound
 from engine.models import User
 from engine.notify import DeliveryFailed
 from engine.permissions import Actor, authorize
-from engine.reports import mailer
 from engine.reports.addresses import check_address
 from engine.reports.models import SECURITY, WorkspaceSmtp
 
@@ -79,7 +78,7 @@ def get(actor: Actor) -> SmtpView | None:
 
 def environment_server() -> str | None:
     """Where email goes without a workspace server ("host:port"), or None when none is set up."""
-    config = mailer.from_settings()
+    config = smtp.from_settings()
     return config.where if config else None
 
 
@@ -139,7 +138,7 @@ def clear(actor: Actor) -> None:
         s.delete(row)
 
 
-def config_for(workspace_id: int) -> mailer.SmtpConfig:
+def config_for(workspace_id: int) -> smtp.SmtpConfig:
     """How to send this workspace's email, password decrypted; ``DeliveryFailed`` when none is set up."""
     with db.read_session() as s:
         row = _row(s, workspace_id)
@@ -147,16 +146,16 @@ def config_for(workspace_id: int) -> mailer.SmtpConfig:
             password = None
             if row.password_ciphertext is not None:
                 password = vault.decrypt_secret(s, _binding(workspace_id), row.password_ciphertext, row.password_nonce)
-            return mailer.SmtpConfig(row.host, row.port, row.security, row.username, password, row.from_address,
+            return smtp.SmtpConfig(row.host, row.port, row.security, row.username, password, row.from_address,
                                      "workspace")
-    config = mailer.from_settings()
+    config = smtp.from_settings()
     if config is None:
         raise DeliveryFailed("Email is not set up: add this workspace's mail server under Settings → Email, or set "
                              "METERBOOK_SMTP_HOST (and the other METERBOOK_SMTP_* settings).")
     return config
 
 
-def plain_message(config: mailer.SmtpConfig, to: list[str], subject: str, text: str) -> EmailMessage:
+def plain_message(config: smtp.SmtpConfig, to: list[str], subject: str, text: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = config.from_address
     msg["To"] = ", ".join(to)
@@ -181,7 +180,7 @@ def send_test(actor: Actor) -> str:
                         "Scheduled reports from this workspace will go out the same way.")
     error = None
     try:
-        mailer.send(config, msg, [email])
+        smtp.send(config, msg, [email])
     except DeliveryFailed as exc:
         error = str(exc)
     if config.source == "workspace":

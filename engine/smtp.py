@@ -1,9 +1,10 @@
 """Handing a finished message to a mail server: STARTTLS, implicit TLS (SMTPS) or neither, with an optional sign-in.
 
-``SmtpConfig`` is what ``smtp_settings.config_for`` resolves for a workspace (its own server,
-else the ``METERBOOK_SMTP_*`` settings). Failures raise ``notify.DeliveryFailed`` with the same
-plain messages as ``notify.send_email``: they name the server and the server's own words, and
-are what a delivery's history shows.
+The one SMTP client: alert emails (``notify.send_email``) and report deliveries both go through
+``send``. ``SmtpConfig`` is the environment's server (``from_settings``: the ``METERBOOK_SMTP_*``
+settings) or a workspace's own (``engine.reports.smtp_settings.config_for``). Failures raise
+``DeliveryFailed`` with a message fit to show and store: it names the server and the server's
+own words, and is what a delivery's history shows.
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from engine.config import Settings, get_settings
-from engine.notify import TIMEOUT_S, DeliveryFailed
+from engine.errors import MeterbookError
+
+TIMEOUT_S = 15.0
+
+
+class DeliveryFailed(MeterbookError):
+    """A message could not be handed over; the text says to whom and why."""
 
 
 @dataclass(frozen=True)
