@@ -247,6 +247,12 @@ def test_rows_run_at_most_concurrency_at_a_time(ws, workers, monkeypatch):
     assert batches.get_batch(ws, batch.id).counts["ok"] == 6 and peak[0] == 2
 
 
+def the_batch(actor) -> int:
+    """The workspace's one batch, read from the database: a worker thread may get there before start_batch returns."""
+    [only] = batches.list_batches(actor)
+    return only.id
+
+
 def run_with_hook(monkeypatch, after_calls: int, action) -> None:
     """Make the scripted vendor do ``action`` (pause, cancel…) once it has answered ``after_calls`` calls."""
     answer = scripted.ScriptedProvider.generate
@@ -263,7 +269,7 @@ def run_with_hook(monkeypatch, after_calls: int, action) -> None:
 def test_pause_stops_between_rows_and_resume_carries_on_without_charging_twice(ws, workers, monkeypatch):
     prepared = batches.prepare(ws, batches.read_csv(csv_of(8)), batches.BatchSettings(TEMPLATE, concurrency=1))
     ids = []
-    run_with_hook(monkeypatch, 3, lambda: batches.pause_batch(ws, ids[0]))
+    run_with_hook(monkeypatch, 3, lambda: batches.pause_batch(ws, the_batch(ws)))
     ids.append(batches.start_batch(ws, prepared).id)
     finish(workers)
 
@@ -283,7 +289,7 @@ def test_pause_stops_between_rows_and_resume_carries_on_without_charging_twice(w
 def test_cancel_stops_the_rows_not_yet_started(ws, workers, monkeypatch):
     prepared = batches.prepare(ws, batches.read_csv(csv_of(6)), batches.BatchSettings(TEMPLATE, concurrency=1))
     ids = []
-    run_with_hook(monkeypatch, 2, lambda: batches.cancel_batch(ws, ids[0]))
+    run_with_hook(monkeypatch, 2, lambda: batches.cancel_batch(ws, the_batch(ws)))
     ids.append(batches.start_batch(ws, prepared).id)
     finish(workers)
     view = batches.get_batch(ws, ids[0])
