@@ -191,6 +191,9 @@ def sign_in(page, url: str, email: str, password: str) -> None:
     page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", name="Overview")).to_be_visible(timeout=TIMEOUT)
+    # The session cookie is written by a script a moment later; a journey that opens a URL
+    # straight away (page.goto, reload) would otherwise land on the sign-in page.
+    page.wait_for_function("document.cookie.includes('meterbook_session=')", timeout=TIMEOUT)
 
 
 def open_page(page, name: str) -> None:
