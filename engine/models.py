@@ -642,3 +642,4 @@ from engine.workflows import models as _workflow_models  # noqa: E402,F401  (the
 from engine.billing import models as _billing_models  # noqa: E402,F401  (billing tables; see engine/billing/models.py)
 from engine.schedules import models as _schedule_models  # noqa: E402,F401  (schedules, firings, the lease)
 from engine.workflows import hook_models as _hook_models  # noqa: E402,F401  (webhook triggers; engine/workflows/hooks.py)
+from engine.connectors import models as _connector_models  # noqa: E402,F401  (MCP connections; engine/connectors/)
