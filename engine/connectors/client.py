@@ -48,9 +48,10 @@ class ServerSpec:
     url: str | None = None
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     start_timeout_s: float = START_TIMEOUT_S
+    hidden: tuple[str, ...] = field(default=(), repr=False)  # the secret values among env (settings are not)
 
     def secrets(self) -> list[str]:
-        values = list(self.env.values()) + list(self.headers.values())
+        values = list(self.hidden) + list(self.headers.values())
         for v in list(self.headers.values()):
             values.extend(v.split(" ", 1)[1:])  # "Bearer x": x alone too
         return [v for v in values if v and len(v) >= 4]
