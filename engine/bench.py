@@ -32,6 +32,7 @@ AREAS = {
     "budgets": "engine.bench_budgets",
     "workflows": "engine.bench_workflows",
     "billing": "engine.bench_billing",
+    "connectors": "engine.bench_connectors",
 }
 
 
