@@ -68,6 +68,7 @@ else:
             st.Page("pages/workflows.py", title="Workflows", icon=":material/account_tree:"),
             st.Page("pages/runs.py", title="Runs", icon=":material/history:"),
             st.Page("pages/schedules.py", title="Schedules", icon=":material/schedule:"),
+            st.Page("pages/connectors.py", title="Connectors", icon=":material/extension:"),
         ],
         "Analytics": [
             st.Page("pages/cost_usage.py", title="Cost & Usage", icon=":material/monitoring:"),

@@ -33,6 +33,7 @@ AREAS = {
     "workflows": "engine.bench_workflows",
     "billing": "engine.bench_billing",
     "scheduler": "engine.bench_scheduler",
+    "connectors": "engine.bench_connectors",
 }
 
 

@@ -643,3 +643,4 @@ from engine.billing import models as _billing_models  # noqa: E402,F401  (billin
 from engine.schedules import models as _schedule_models  # noqa: E402,F401  (schedules, firings, the lease)
 from engine.workflows import hook_models as _hook_models  # noqa: E402,F401  (webhook triggers; engine/workflows/hooks.py)
 from engine.reports import models as _report_models  # noqa: E402,F401  (reports, deliveries, workspace SMTP)
+from engine.connectors import models as _connector_models  # noqa: E402,F401  (MCP connections; engine/connectors/)

@@ -48,6 +48,7 @@ PERMISSIONS: dict[str, str] = {
     "report.write": "editor",
     "billing.read": "viewer",
     "billing.manage": "admin",
+    "connector.manage": "admin",  # a connector can start a command on this host and holds a vendor key
 }
 
 ACTION_LABELS = {
@@ -75,6 +76,7 @@ ACTION_LABELS = {
     "workflow.credentials": "manage workflow credentials",
     "report.write": "create, edit, schedule or send reports",
     "billing.manage": "change the plan or payment details",
+    "connector.manage": "connect, change or delete connectors",
 }
 
 

@@ -85,7 +85,7 @@ class NodeType:
 
 
 TYPES: dict[str, NodeType] = {}
-FAMILIES = ("ai", "http", "data", "flow", "sql", "messages", "approval", "python")
+FAMILIES = ("ai", "http", "data", "flow", "sql", "messages", "approval", "python", "mcp")
 _loaded = False
 _load_lock = threading.Lock()
 
