@@ -73,6 +73,12 @@ def cmd_run(args) -> int:
     return cli_run.run(args)
 
 
+def cmd_mcp(args) -> int:
+    from engine import mcp_server
+
+    return mcp_server.main(args)
+
+
 def _start_workflow_worker():
     """Until the sidecar exists, queued workflow runs are worked by a thread of ``up``."""
     import threading
@@ -198,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", help="run as this member's email (default: the workspace's owner)")
     run.add_argument("--idempotency-key", help="a repeated run with the same key does nothing")
     run.set_defaults(func=cmd_run)
+
+    mcp = sub.add_parser("mcp", help="serve Meterbook's tools over MCP (stdio, or streamable HTTP with --http)")
+    mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP: the address to listen on (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8766, help="HTTP: the port (default 8766)")
+    mcp.set_defaults(func=cmd_mcp)
 
     rotate = sub.add_parser(
         "rotate-key", help="re-wrap the workspace data keys under a new master key (safe while running)"
