@@ -54,6 +54,11 @@ def list_workflows(actor: Actor, search: str = "") -> dict[str, Any]:
     return {"workflows": out}
 
 
+def stop() -> None:
+    _stop.set()
+    _runner.shutdown(wait=False, cancel_futures=True)
+
+
 def _work(run_id: int) -> None:
     if worker.claim(f"mcp-{os.getpid()}", run_id=run_id):
         worker.execute(run_id, f"mcp-{os.getpid()}", stop=_stop)

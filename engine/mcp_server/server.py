@@ -102,6 +102,13 @@ def build(key_source: KeySource) -> MCPServer:
 
 def serve(*, http: bool, host: str = "127.0.0.1", port: int = 8766) -> None:
     """Run until stopped: stdio for a client that spawns us, or streamable HTTP on host:port."""
+    try:
+        _serve(http, host, port)
+    finally:
+        ops.stop()  # a run still being worked here goes back to the queue rather than holding up the exit
+
+
+def _serve(http: bool, host: str, port: int) -> None:
     if not http:
         build(stdio_key).run("stdio")
         return
