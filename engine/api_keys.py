@@ -25,6 +25,7 @@ SCOPES = {
     "workflows:read": "List workflows and runs",
     "workflows:run": "Start workflow runs",
     "projects:write": "Create and edit projects",
+    "budgets:read": "Read budgets: spent, limit, remaining, forecast",
 }
 
 
@@ -39,6 +40,7 @@ class ApiKeyView:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    created_by: int | None = None  # the member the key acts as (services check that member's role)
 
     @property
     def status(self) -> str:
@@ -50,7 +52,8 @@ class ApiKeyView:
 
 
 def _view(k: ApiKey) -> ApiKeyView:
-    return ApiKeyView(k.id, k.workspace_id, k.name, k.prefix, list(k.scopes), k.created_at, k.expires_at, k.revoked_at, k.last_used_at)
+    return ApiKeyView(k.id, k.workspace_id, k.name, k.prefix, list(k.scopes), k.created_at, k.expires_at, k.revoked_at, k.last_used_at,
+                      k.created_by)
 
 
 def create_api_key(actor: Actor, name: str, scopes: list[str], expires_at: datetime | None = None) -> tuple[ApiKeyView, str]:

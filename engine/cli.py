@@ -88,6 +88,12 @@ def cmd_sidecar(args) -> int:
     return command.run(args)
 
 
+def cmd_mcp(args) -> int:
+    from engine import mcp_server
+
+    return mcp_server.main(args)
+
+
 def cmd_export(_args) -> int:
     from engine import migrate, warehouse_sync
 
@@ -195,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sidecar_command.add_arguments(sidecar)
     sidecar.set_defaults(func=cmd_sidecar)
+
+    mcp = sub.add_parser("mcp", help="serve Meterbook's tools over MCP (stdio, or streamable HTTP with --http)")
+    mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="HTTP: the address to listen on (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8766, help="HTTP: the port (default 8766)")
+    mcp.set_defaults(func=cmd_mcp)
 
     rotate = sub.add_parser(
         "rotate-key", help="re-wrap the workspace data keys under a new master key (safe while running)"

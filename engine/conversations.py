@@ -71,6 +71,7 @@ class MessageView:
     latency_ms: int | None
     ttft_ms: int | None
     created_at: datetime
+    tool_steps: tuple[dict, ...] = ()  # an answer that used tools: its model turns and calls (chat_tools)
 
     @property
     def unpriced(self) -> bool:
@@ -102,6 +103,7 @@ class ConversationView:
     unpriced: int
     created_at: datetime
     updated_at: datetime
+    tool_connections: tuple[int, ...] = ()  # MCP connections whose tools the model may call
 
 
 @dataclass(frozen=True)
@@ -360,7 +362,7 @@ def _messages(s: Session, conversation_id: int) -> list[ConversationMessage]:
 
 def _message_view(m: ConversationMessage) -> MessageView:
     return MessageView(m.id, m.role, m.content, m.status, m.error, m.target, m.ledger_id, m.input_tokens,
-                       m.output_tokens, m.cost, m.latency_ms, m.ttft_ms, m.created_at)
+                       m.output_tokens, m.cost, m.latency_ms, m.ttft_ms, m.created_at, tuple(m.tool_calls or ()))
 
 
 def _view(c: Conversation, messages: list[ConversationMessage]) -> ConversationView:
@@ -368,7 +370,7 @@ def _view(c: Conversation, messages: list[ConversationMessage]) -> ConversationV
     return ConversationView(
         c.id, c.title, c.target, c.system_prompt, c.temperature, c.max_tokens, views,
         sum((m.cost for m in views if m.cost is not None), Decimal(0)), sum(m.unpriced for m in views),
-        c.created_at, c.updated_at,
+        c.created_at, c.updated_at, tuple(c.tool_connections or ()),
     )
 
 

@@ -119,6 +119,16 @@ class Dashboard:
             cache_savings(con, filters, self._rates),
         )
 
+    def totals(self, filters: Filters) -> Comparison:
+        """The headline figures alone (what an agent asking "what did we spend" needs)."""
+        return queries.totals(self._con, filters)
+
+    def breakdown(self, filters: Filters, by: str) -> pl.DataFrame:
+        """Spend by provider or model (the comparison table) or by project (key, label, spend, calls)."""
+        if by in ("provider", "model"):
+            return queries.comparison(self._con, filters, by)
+        return queries.top(self._con, filters, by, EXPORT_CAP)
+
     def rows(self, filters: Filters, limit: int, offset: int = 0) -> Rows:
         return queries.rows(self._con, filters, limit, offset)
 

@@ -17,6 +17,7 @@ itself never runs inside a database transaction.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -44,6 +45,8 @@ from providers.base import (
     Request,
     Result,
     Timeout,
+    ToolCall,
+    ToolSpec,
     TruncatedStream,
     Unavailable,
     Usage,
@@ -52,6 +55,7 @@ from providers.base import (
 DEFAULT_MAX_TOKENS = 4096  # sent to the provider, so the reserved worst case really is the worst case
 MAX_TAGS, MAX_TAG_LENGTH = 20, 64
 ESTIMATED_USAGE_TAG = "usage:estimated"
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")  # what both OpenAI and Anthropic accept
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class GenerationRequest:
     request_id: str | None = None
     fallback: bool = True
     timeout: float = 120.0
+    tools: tuple[ToolSpec, ...] = ()  # text only, with generate(): the answer may ask for them instead
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ class Generation:
     attempts: int
     ledger_id: int
     finish_reason: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # the tools the model asked for; the caller runs them
 
 
 # --- preparing a call -----------------------------------------------------------------------
@@ -136,6 +142,12 @@ def _validate(req: GenerationRequest) -> GenerationRequest:
         raise InvalidInput(f"Use at most {MAX_TAGS} tags of at most {MAX_TAG_LENGTH} characters each.")
     if req.request_id is not None and not 0 < len(req.request_id) <= 64:
         raise InvalidInput("A request id is 1 to 64 characters.")
+    if req.tools:
+        names = [t.name for t in req.tools]
+        if req.kind != "text":
+            raise InvalidInput("Only text calls can offer tools.")
+        if len(set(names)) != len(names) or not all(_TOOL_NAME.fullmatch(n) for n in names):
+            raise InvalidInput("Tool names must be unique, 1 to 64 letters, digits, '_' or '-'.")
     return replace(req, tags=tags)
 
 
@@ -247,7 +259,7 @@ def _provider_request(req: GenerationRequest, model: str, max_tokens: int, reque
     return Request(kind=req.kind, model=model, messages=messages, prompt=req.prompt if req.kind != "text" else "",
                    system=req.system, max_tokens=max_tokens if req.kind == "text" else None,
                    temperature=req.temperature, params=dict(req.params), timeout=req.timeout,
-                   request_id=request_id)
+                   request_id=request_id, tools=req.tools)
 
 
 # --- the provider for a target --------------------------------------------------------------
@@ -384,6 +396,7 @@ class _Attempt:
             cost=price.total if price else None, estimated_cost=self.estimated, provider=self.target.price_provider,
             model=self.target.model, target=self.target.label, latency_ms=entry.latency_ms, ttft_ms=self.ttft_ms,
             attempts=self.number, ledger_id=entry.id, finish_reason=result.finish_reason,
+            tool_calls=result.tool_calls,
         )
 
 
@@ -530,4 +543,6 @@ def stream(req: GenerationRequest, actor: Actor) -> GenerationStream:
     """A text call whose answer arrives piece by piece; iterate it, then read ``.result``."""
     if req.kind != "text":
         raise InvalidInput("Only text answers can be streamed; run media calls with generate().")
+    if req.tools:
+        raise InvalidInput("Calls that offer tools are run with generate(), not streamed.")
     return GenerationStream(_plan(req, actor))

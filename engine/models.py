@@ -584,6 +584,8 @@ class Conversation(Base):
     system_prompt: Mapped[str | None] = mapped_column(Text)
     temperature: Mapped[float | None]
     max_tokens: Mapped[int | None]
+    # MCP connection ids whose tools the model may call (engine/chat_tools.py); NULL or []: none
+    tool_connections: Mapped[list[int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -614,6 +616,8 @@ class ConversationMessage(Base):
     cost: Mapped[Decimal | None]
     latency_ms: Mapped[int | None]
     ttft_ms: Mapped[int | None]
+    # An answer that used tools: each model turn and each call with its result, in order (chat_tools.py)
+    tool_calls: Mapped[list[dict] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

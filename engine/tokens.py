@@ -19,7 +19,7 @@ from pathlib import Path
 import tiktoken
 
 from engine.config import PROJECT_ROOT
-from providers.base import Request
+from providers.base import Request, tools_text
 
 TOKENIZERS = PROJECT_ROOT / "data" / "tokenizers"
 ENCODINGS = {
@@ -73,7 +73,7 @@ def count_request(req: Request, vendor: str) -> TokenCount:
     ``vendor`` is whose model it is (the catalog provider): only OpenAI's count is exact.
     """
     enc = encoding_for(req.model)
-    texts = [req.system or "", *(m.content for m in req.messages)] if req.messages else [req.system or "", req.prompt]
-    texts = [t for t in texts if t]
+    texts = [req.system or "", *(m.text_for_count() for m in req.messages)] if req.messages else [req.system or "", req.prompt]
+    texts = [t for t in texts if t] + ([tools_text(req.tools)] if req.tools else [])
     tokens = sum(len(enc.encode(t, disallowed_special=())) + PER_MESSAGE for t in texts) + REPLY_PRIMING
     return TokenCount(tokens, exact=vendor in EXACT_FOR)

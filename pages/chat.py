@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import streamlit as st
 
-from engine import compare, conversations, routes
+from engine import chat_tools, compare, conversations, routes
 from engine.conversations import ContextUsage, ConversationView, MessageView
 from engine.errors import MeterbookError
 from engine.generation import DEFAULT_MAX_TOKENS
@@ -24,6 +24,7 @@ THUMBS = {0: -1, 1: 1}  # st.feedback's thumbs (down, up) → a rating
 actor = ui.actor()
 can_chat = ui.allowed("generate")
 models = routes.choices(actor, "text")
+tool_choices = chat_tools.choices(actor)  # connected MCP servers; empty: no tools toggle
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -174,6 +175,42 @@ def settings_form(view: ConversationView) -> None:
             st.rerun()
 
 
+def tools_form(view: ConversationView) -> None:
+    """Which connected MCP servers' tools the model may call in this conversation."""
+    options = list(dict.fromkeys([*tool_choices, *view.tool_connections]))
+    label = f"Tools ({len(view.tool_connections)} connection{'s' if len(view.tool_connections) != 1 else ''} on)"
+    with st.expander(label, icon=":material/build:"):
+        with st.form("chat_tools", border=False):
+            chosen = st.multiselect(
+                "Let the model call the tools of", options, default=list(view.tool_connections),
+                format_func=lambda i: tool_choices.get(i, f"Connection #{i} (no longer connected)"),
+                key=f"chat_tools_{view.id}",
+                help=f"Answers then take several model turns, each priced; at most {chat_tools.DEFAULT_CAP} tool "
+                     "calls per answer. Answers with tools arrive whole, not word by word.")
+            saved = st.form_submit_button("Save tools", icon=":material/save:", key="chat_tools_save",
+                                          disabled=not can_chat)
+        if saved and ui.attempt(lambda: chat_tools.set_tools(actor, view.id, chosen)):
+            ui.flash("Tools saved; the model can call them from the next message." if chosen
+                     else "Tools switched off for this conversation.")
+            st.rerun()
+
+
+def show_tool_steps(steps: tuple[dict, ...]) -> None:
+    """Each tool call and its result, collapsed; the model turns' costs are in the answer's total."""
+    for step in steps:
+        if step["type"] != "tool":
+            continue
+        icon = ":material/check_circle:" if step.get("ok") else ":material/error:"
+        with st.expander(f"Tool call: {step['name']}", icon=icon, expanded=False):
+            st.caption("Arguments")
+            st.code(chat_tools.describe_arguments(step.get("arguments")), language="json", wrap_lines=True)
+            st.caption("Result" if step.get("ok") else "Error (sent back to the model)")
+            st.code(step.get("result") or "", language=None, wrap_lines=True)
+    turns = sum(s["type"] == "model" for s in steps)
+    if turns:
+        st.caption(f"{turns} model turn{'s' if turns != 1 else ''}, each its own priced call.")
+
+
 def context_meter(usage: ContextUsage) -> None:
     if usage.target is None:
         return
@@ -195,6 +232,8 @@ def context_meter(usage: ContextUsage) -> None:
 
 def show_message(m: MessageView, marks: dict[int, int]) -> None:
     with st.chat_message(m.role):
+        if m.tool_steps:
+            show_tool_steps(m.tool_steps)
         if m.content:
             st.markdown(m.content)
         if m.role != "assistant":
@@ -233,6 +272,20 @@ def show_unsent(text: str, error: str | None) -> None:
         st.error(error, icon=":material/error:")
     st.caption("Your message was not sent; nothing was stored or charged. Copy it from here:")
     st.code(text, language=None, wrap_lines=True)
+
+
+def send_with_tools(text: str, conversation_id: int) -> None:
+    """Run the model-and-tools loop to its end, then show the conversation as stored."""
+    with st.chat_message("user"):
+        st.markdown(text)
+    with st.chat_message("assistant"), st.spinner("Answering, calling tools as the model asks…"):
+        try:
+            turn = chat_tools.send(actor, conversation_id, text)
+        except MeterbookError as exc:
+            st.session_state["chat_unsent"] = (conversation_id, text, str(exc))
+            st.rerun()
+    open_conversation(turn.conversation_id)
+    st.rerun()
 
 
 def send(text: str, conversation_id: int | None) -> None:
@@ -285,6 +338,8 @@ with main:
     if view is not None:
         header(view)
         settings_form(view)
+        if tool_choices or view.tool_connections:
+            tools_form(view)
         if usage := ui.attempt(lambda: conversations.context_usage(actor, view.id)):
             context_meter(usage)
         if not view.messages:
@@ -309,4 +364,7 @@ prompt = st.chat_input("Message", key="chat_input", submit_mode="stop", max_char
                        disabled=not (models and can_chat))
 if prompt is not None:
     with main:
-        send(prompt, view.id if view else None)
+        if view is not None and view.tool_connections:
+            send_with_tools(prompt, view.id)
+        else:
+            send(prompt, view.id if view else None)

@@ -15,6 +15,7 @@ In a stream the input side arrives in ``message_start`` and the output count in
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,11 +30,13 @@ from providers.base import (
     Chunk,
     Config,
     Health,
+    Message,
     ModelInfo,
     ProviderError,
     Request,
     Result,
     Timeout,
+    ToolCall,
     TruncatedStream,
     Unavailable,
     Usage,
@@ -101,10 +104,15 @@ class AnthropicProvider:
             model=message.model or req.model,
             finish_reason=message.stop_reason,
             vendor_request_id=message._request_id,
+            tool_calls=tuple(ToolCall(block.id, block.name, block.input if isinstance(block.input, dict) else None,
+                                      json.dumps(block.input))
+                             for block in message.content if block.type == "tool_use"),
         )
 
     def stream(self, req: Request) -> Iterator[Chunk | Result]:
         self._check_text(req)
+        if req.tools:  # tool_use deltas are not assembled here: a stream would drop the calls
+            raise BadRequest(f"{self.label}: calls with tools are made without streaming.", provider=self.id)
         try:
             events = self._client.messages.create(stream=True, **self._args(req))
         except anthropic.AnthropicError as err:
@@ -176,7 +184,7 @@ class AnthropicProvider:
         # Anthropic takes the system prompt apart from the turns, which must be user/assistant.
         system = "\n\n".join([*([req.system] if req.system else []),
                               *(m.content for m in req.messages if m.role == "system")])
-        messages = [{"role": m.role, "content": m.content} for m in req.messages if m.role != "system"]
+        messages = _wire_messages([m for m in req.messages if m.role != "system"])
         if not messages and req.prompt:
             messages.append({"role": "user", "content": req.prompt})
         args: dict[str, Any] = {
@@ -187,6 +195,9 @@ class AnthropicProvider:
         }
         if system:
             args["system"] = system
+        if req.tools:
+            args["tools"] = [{"name": t.name, "description": t.description, "input_schema": dict(t.input_schema)}
+                             for t in req.tools]
         # No temperature: the Messages API this SDK speaks has no sampling settings left to send.
         return args
 
@@ -206,6 +217,29 @@ class AnthropicProvider:
                                provider=self.id, partial=partial)
         return Unavailable(f"{self.label}: {_errors.reason(str(err), self._key)}", provider=self.id,
                            partial=partial)
+
+
+def _wire_messages(turns: list[Message]) -> list[dict[str, Any]]:
+    """Turns as Messages API content: ``tool_use`` blocks on the assistant turn, and each run of
+    tool results as ``tool_result`` blocks of one user turn (the API wants roles to alternate)."""
+    out: list[dict[str, Any]] = []
+    for m in turns:
+        if m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id or "", "content": m.content,
+                     **({"is_error": True} if m.is_error else {})}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list) and all(
+                    b.get("type") == "tool_result" for b in out[-1]["content"]):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif m.tool_calls:
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": m.content}] if m.content else []
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.arguments or {})}
+                       for c in m.tool_calls]
+            out.append({"role": m.role, "content": blocks})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
 
 
 def _usage(counts: dict[str, int]) -> Usage:

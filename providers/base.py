@@ -9,6 +9,7 @@ retry, fallback and giving up without reading vendor-specific messages.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -22,9 +23,40 @@ KINDS: tuple[Kind, ...] = ("text", "image", "speech", "video")
 
 
 @dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: a name (``[a-zA-Z0-9_-]{1,64}``), what it does, its JSON Schema."""
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asking for one tool. ``arguments`` is None when the vendor sent text that is not
+    a JSON object (``raw_arguments`` keeps it), so the caller can answer with an error."""
+
+    id: str
+    name: str
+    arguments: Mapping[str, Any] | None
+    raw_arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Message:
-    role: Literal["system", "user", "assistant"]
+    """One turn. An assistant turn may carry ``tool_calls``; a ``tool`` turn answers one of them
+    (``tool_call_id``) with ``content``, ``is_error`` when the tool failed."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    is_error: bool = False
+
+    def text_for_count(self) -> str:
+        """The turn as the model reads it, for token estimates: the words and any tool calls."""
+        calls = [f"{c.name}({c.raw_arguments or json.dumps(c.arguments or {})})" for c in self.tool_calls]
+        return "\n".join(p for p in (self.content, *calls) if p)
 
 
 @dataclass(frozen=True)
@@ -46,11 +78,19 @@ class Request:
     params: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 120.0
     request_id: str | None = None
+    tools: tuple[ToolSpec, ...] = ()  # text calls only; vendors without tool calling refuse them
 
     def prompt_text(self) -> str:
         """Everything the model reads, for token estimates and ledgers that keep no content."""
-        parts = [self.system or "", *(m.content for m in self.messages), self.prompt]
+        parts = [self.system or "", *(m.text_for_count() for m in self.messages), self.prompt,
+                 *(tools_text(self.tools),)]
         return "\n".join(p for p in parts if p)
+
+
+def tools_text(tools: tuple[ToolSpec, ...]) -> str:
+    """The tool definitions as the model reads them, roughly: what a token estimate should count."""
+    return "\n".join(json.dumps({"name": t.name, "description": t.description, "parameters": t.input_schema},
+                                sort_keys=True) for t in tools)
 
 
 # --- what comes out -------------------------------------------------------------------------
@@ -85,6 +125,7 @@ class Result:
     model: str = ""  # the model the vendor says answered, which may be a dated snapshot
     finish_reason: str | None = None
     vendor_request_id: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()  # the model wants these run before it answers
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ usage leaves every count at zero; the engine sees that and estimates, we never g
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,11 +29,13 @@ from providers.base import (
     Chunk,
     Config,
     Health,
+    Message,
     ModelInfo,
     ProviderError,
     Request,
     Result,
     Timeout,
+    ToolCall,
     TruncatedStream,
     Unavailable,
     Usage,
@@ -139,10 +142,12 @@ class OpenAIProvider:
             model=completion.model or req.model,
             finish_reason=choice.finish_reason if choice else None,
             vendor_request_id=completion._request_id,
+            tool_calls=_tool_calls(choice.message.tool_calls) if choice else (),
         )
 
     def stream(self, req: Request) -> Iterator[Chunk | Result]:
         self._check_text(req)
+        _no_streamed_tools(req, self.label, self.id)
         args = self._chat_args(req)
         try:
             sdk_stream, asked_usage = self._open_stream(args)
@@ -202,14 +207,18 @@ class OpenAIProvider:
             raise BadRequest(f"{self.label} is not set up for {req.kind} here.", provider=self.id)
 
     def _chat_args(self, req: Request) -> dict[str, Any]:
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if req.system:
             messages.append({"role": "system", "content": req.system})
-        messages += [{"role": m.role, "content": m.content} for m in req.messages]
+        messages += [_wire_message(m) for m in req.messages]
         if not req.messages and req.prompt:
             messages.append({"role": "user", "content": req.prompt})
         args: dict[str, Any] = {"model": req.model, "messages": messages, "extra_headers": self._headers(req),
                                 "timeout": min(req.timeout, self._timeout)}
+        if req.tools:
+            args["tools"] = [{"type": "function", "function": {
+                "name": t.name, "description": t.description, "parameters": dict(t.input_schema)}}
+                for t in req.tools]
         if req.max_tokens is not None:
             args[self.max_tokens_field] = req.max_tokens
         if req.temperature is not None:
@@ -337,6 +346,41 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _wire_message(m: Message) -> dict[str, Any]:
+    """One turn in chat-completions form: tool calls on the assistant turn, ``tool`` turns for results."""
+    if m.role == "tool":
+        # Chat completions has no error flag on a tool result: the words say it.
+        return {"role": "tool", "tool_call_id": m.tool_call_id or "",
+                "content": f"Error: {m.content}" if m.is_error else m.content}
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["content"] = m.content or None
+        out["tool_calls"] = [{"id": c.id, "type": "function", "function": {
+            "name": c.name, "arguments": c.raw_arguments or json.dumps(dict(c.arguments or {}))}}
+            for c in m.tool_calls]
+    return out
+
+
+def _no_streamed_tools(req: Request, label: str, provider: str) -> None:
+    if req.tools:  # streamed tool-call deltas are not assembled here: a stream would drop the calls
+        raise BadRequest(f"{label}: calls with tools are made without streaming.", provider=provider)
+
+
+def _tool_calls(calls: Any) -> tuple[ToolCall, ...]:
+    """The answer's function calls; arguments that are not a JSON object arrive as None."""
+    out = []
+    for call in calls or ():
+        function = _get(call, "function")
+        raw = _get(function, "arguments") or ""
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            parsed = None
+        out.append(ToolCall(_get(call, "id") or "", _get(function, "name") or "",
+                            parsed if isinstance(parsed, dict) else None, raw))
+    return tuple(out)
 
 
 def _get(obj: Any, name: str) -> Any:

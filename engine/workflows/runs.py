@@ -30,7 +30,7 @@ from engine.workflows.models import (
     FINISHED, Workflow, WorkflowApproval, WorkflowDeadLetter, WorkflowRun, WorkflowStep, WorkflowVersion,
 )
 
-TRIGGERS = ("manual", "schedule", "webhook", "cli", "replay", "child")
+TRIGGERS = ("manual", "schedule", "webhook", "cli", "replay", "child", "mcp")
 MAX_KEY = 200
 DEFAULT_RETENTION_DAYS = 30
 _STEP_OF_REQUEST = re.compile(r"^wf\d+-([A-Za-z0-9_]+)")  # NodeContext.request_id's shape

@@ -46,6 +46,15 @@ class Reply:
     cut_after: int | None = None  # streams: send this many events, then cut
     # drop the socket; end the HTTP body without message_stop; send an ``error`` event; or go quiet
     cut: Literal["abort", "clean", "error", "stall"] = "abort"
+    # A tool-use answer: each {"id", "name", "input"}, sent as tool_use blocks after ``text``
+    # (left out when empty); stop_reason defaults to "tool_use".
+    tool_uses: list[dict[str, Any]] | None = None
+
+
+def tool_use_reply(*uses: tuple[str, str, dict[str, Any]], text: str = "", **kw: Any) -> Reply:
+    """An answer asking for tools: ``("toolu_1", "weather__forecast", {"city": "Oslo"})`` each."""
+    return Reply(text=text, tool_uses=[{"id": i, "name": n, "input": a} for i, n, a in uses],
+                 stop_reason="tool_use", **kw)
 
 
 def error_reply(status: int, error_type: str, message: str, *, headers: dict[str, str] | None = None) -> Reply:
@@ -105,8 +114,12 @@ class FakeAnthropic(QueuedFake):
             "output_tokens": reply.output_tokens,
             "service_tier": "standard",
         }
+        content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}]
+        if reply.tool_uses:
+            content = [c for c in content if c["text"]] + [
+                {"type": "tool_use", "id": u["id"], "name": u["name"], "input": u["input"]} for u in reply.tool_uses]
         message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-                   "content": [{"type": "text", "text": reply.text}], "stop_reason": reply.stop_reason,
+                   "content": content, "stop_reason": reply.stop_reason,
                    "stop_sequence": None, "usage": usage}
         if not body.get("stream"):
             return ex.json(200, message, headers)

@@ -56,6 +56,15 @@ class Reply:
     # drop the socket; end the HTTP body without [DONE]; send ``error`` as an in-stream error event;
     # or go quiet (a read timeout)
     cut: Literal["abort", "clean", "error", "stall"] = "abort"
+    # A tool-call answer: each {"id", "name", "arguments"} (a dict is sent as JSON, a str as it is);
+    # ``text`` then goes in ``content`` only when set, and finish_reason defaults to "tool_calls".
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+def tool_call_reply(*calls: tuple[str, str, dict[str, Any] | str], text: str = "", **kw: Any) -> Reply:
+    """An answer asking for tools: ``("call_1", "weather__forecast", {"city": "Oslo"})`` each."""
+    return Reply(text=text, tool_calls=[{"id": i, "name": n, "arguments": a} for i, n, a in calls],
+                 finish_reason="tool_calls", **kw)
 
 
 def error_reply(status: int, message: str, *, kind: str = "invalid_request_error", code: str | None = None,
@@ -112,9 +121,15 @@ class FakeOpenAI(QueuedFake):
         model = reply.model or body.get("model", "")
         created = int(time.time())
         if not body.get("stream"):
+            message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+            if reply.tool_calls:
+                message["content"] = reply.text or None
+                message["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
+                    "name": c["name"], "arguments": c["arguments"] if isinstance(c["arguments"], str)
+                    else json.dumps(c["arguments"])}} for c in reply.tool_calls]
             return ex.json(200, {
                 "id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                "choices": [{"index": 0, "message": message,
                              "logprobs": None, "finish_reason": reply.finish_reason}],
                 "usage": _usage(reply) if reply.usage else None,
                 "system_fingerprint": "fp_fake",

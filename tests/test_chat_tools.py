@@ -1,0 +1,195 @@
+"""Chat with tools through the real ``openai`` and ``anthropic`` clients against the wire fakes.
+
+The toolbox here is a tiny one of the test's own, with the contract's interface
+(``tools_for``/``call_tool``, MCP_CONTRACT.md): the MCP client behind the real one is the
+connectors side's, tested there. Every model turn must be its own priced ledger row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from engine import accounts, budgets, chat_tools, connections, conversations, db, routes
+from engine.errors import InvalidInput, MeterbookError, NotFound
+from engine.models import LedgerEntry
+from engine.permissions import Actor
+from tests.fakes import anthropic_server, openai_server
+from tests.fakes.anthropic_server import FakeAnthropic, tool_use_reply
+from tests.fakes.openai_server import FakeOpenAI, tool_call_reply
+
+
+@dataclass(frozen=True)
+class Tool:
+    connection_id: int
+    name: str
+    qualified: str
+    description: str
+    input_schema: dict
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    ok: bool
+    text: str
+    data: Any
+    error: str | None
+
+
+CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+WEATHER, FILES = 41, 42  # connection ids
+
+
+class Toolbox:
+    """Two connections' tools; records every call."""
+
+    tools = [Tool(WEATHER, "forecast", "weather__forecast", "Tomorrow's weather in a city.", CITY),
+             Tool(WEATHER, "radar", "weather__radar", "The rain radar (its server is down).", CITY),
+             Tool(FILES, "read", "files__read", "Read a file.", {"type": "object"})]
+
+    def __init__(self):
+        self.calls: list[tuple[int, str, dict]] = []
+
+    def tools_for(self, actor, connection_ids):
+        return [t for t in self.tools if t.connection_id in connection_ids]
+
+    def call_tool(self, actor, connection_id, name, arguments, *, timeout_s=30):
+        self.calls.append((connection_id, name, arguments))
+        if name == "forecast":
+            return ToolOutcome(True, f"Sunny, 21 C in {arguments['city']}.", None, None)
+        if name == "read":
+            raise NotFound("That connection was deleted.")
+        return ToolOutcome(False, "", None, "The weather server did not answer within 30 s.")
+
+
+@pytest.fixture
+def toolbox(monkeypatch):
+    box = Toolbox()
+    chat_tools.register_choices(lambda actor: {WEATHER: "weather", FILES: "files"})
+    yield box
+    chat_tools.register_choices(None)
+
+
+@pytest.fixture
+def setup(database, toolbox):
+    with FakeOpenAI() as openai_fake, FakeAnthropic() as anthropic_fake:
+        user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
+        actor = Actor(user.id, ws.id)
+        for kind, key, fake, model in (("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini"),
+                                       ("anthropic", anthropic_server.API_KEY, anthropic_fake, "claude-haiku-4-5")):
+            c = connections.create_connection(actor, name=kind, provider_type=kind, api_key=key,
+                                              base_url=fake.base_url)
+            routes.add_target(actor, "text", connection_id=c.id, model=model)
+        yield actor, openai_fake, anthropic_fake, toolbox
+
+
+def _conversation(actor, target: str, tools=(WEATHER,)) -> int:
+    c = conversations.create_conversation(actor, target=target)
+    chat_tools.set_tools(actor, c.id, list(tools))
+    return c.id
+
+
+def _ledger():
+    with db.read_session() as s:
+        return list(s.scalars(select(LedgerEntry).order_by(LedgerEntry.id)))
+
+
+def test_openai_tool_round_trip_each_model_turn_priced(setup):
+    actor, fake, _, box = setup
+    cid = _conversation(actor, "openai/gpt-4o-mini")
+    fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})),
+              openai_server.Reply(text="Tomorrow is sunny in Oslo."))
+
+    turn = chat_tools.send(actor, cid, "Weather in Oslo tomorrow?", toolbox=box)
+
+    assert (turn.status, turn.text, turn.error) == ("ok", "Tomorrow is sunny in Oslo.", None)
+    assert box.calls == [(WEATHER, "forecast", {"city": "Oslo"})]
+    first, second = (r.body for r in fake.received)
+    assert [t["function"]["name"] for t in first["tools"]] == ["weather__forecast", "weather__radar"]
+    assert second["messages"][-2]["tool_calls"][0]["function"]["name"] == "weather__forecast"
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C in Oslo."}
+    rows = _ledger()
+    assert len(rows) == 2 and all(r.status == "ok" and r.priced and "chat:tools" in r.tags for r in rows)
+    assert turn.cost == sum((r.cost for r in rows), Decimal(0)) > 0
+    view = conversations.get_conversation(actor, cid)
+    answer = view.messages[-1]
+    assert [m.role for m in view.messages] == ["user", "assistant"]
+    assert answer.cost == turn.cost and answer.ledger_id == rows[-1].id and answer.input_tokens == 24
+    assert [s["type"] for s in answer.tool_steps] == ["model", "tool", "model"]
+    assert answer.tool_steps[1] | {} == {"type": "tool", "id": "call_1", "name": "weather__forecast",
+                                         "arguments": {"city": "Oslo"}, "connection_id": WEATHER, "ok": True,
+                                         "result": "Sunny, 21 C in Oslo."}
+    assert [s["ledger_id"] for s in answer.tool_steps if s["type"] == "model"] == [r.id for r in rows]
+    assert view.tool_connections == (WEATHER,)
+
+
+def test_the_cap_stops_a_model_that_keeps_calling(setup):
+    actor, fake, _, box = setup
+    cid = _conversation(actor, "openai/gpt-4o-mini")
+    fake.default = tool_call_reply(("call_n", "weather__forecast", {"city": "Oslo"}))  # never stops asking
+
+    turn = chat_tools.send(actor, cid, "Keep checking.", toolbox=box, cap=3)
+
+    assert turn.status == "error"
+    assert "more than 3 tool calls in one turn (3 ran)" in turn.error
+    assert len(box.calls) == 3 and len(fake.received) == 4
+    rows = _ledger()
+    assert len(rows) == 4 and turn.cost == sum((r.cost for r in rows), Decimal(0))
+    stored = conversations.get_conversation(actor, cid).messages[-1]
+    assert stored.status == "error" and stored.error == turn.error and stored.cost == turn.cost
+
+
+def test_anthropic_gets_tool_errors_back_as_error_results(setup):
+    actor, _, fake, box = setup
+    cid = _conversation(actor, "anthropic/claude-haiku-4-5", tools=(WEATHER, FILES))
+    fake.push(tool_use_reply(("toolu_1", "weather__radar", {"city": "Oslo"}), ("toolu_2", "files__read", {}),
+                             ("toolu_3", "nope__nothing", {}), text="Checking."),
+              anthropic_server.Reply(text="The radar is down; I could not read the file."))
+
+    turn = chat_tools.send(actor, cid, "Radar and file?", toolbox=box)
+
+    assert turn.status == "ok" and turn.text.startswith("The radar is down")
+    results = fake.received[1].body["messages"][-1]
+    assert results["role"] == "user"
+    assert results["content"] == [
+        {"type": "tool_result", "tool_use_id": "toolu_1", "content": "The weather server did not answer within 30 s.",
+         "is_error": True},
+        {"type": "tool_result", "tool_use_id": "toolu_2", "content": "That connection was deleted.",
+         "is_error": True},
+        {"type": "tool_result", "tool_use_id": "toolu_3", "is_error": True,
+         "content": "There is no tool called 'nope__nothing' here; use one of: weather__forecast, weather__radar, "
+                    "files__read."}]
+    assert [c[1] for c in box.calls] == ["radar", "read"]  # the unknown tool never reached the toolbox
+    rows = _ledger()
+    assert len(rows) == 2 and [r.provider for r in rows] == ["anthropic", "anthropic"]
+    steps = conversations.get_conversation(actor, cid).messages[-1].tool_steps
+    assert [s.get("ok") for s in steps if s["type"] == "tool"] == [False, False, False]
+
+
+def test_refusals_store_nothing(setup):
+    actor, fake, _, box = setup
+    plain = conversations.create_conversation(actor, target="openai/gpt-4o-mini")
+    with pytest.raises(InvalidInput, match="no tools enabled"):
+        chat_tools.send(actor, plain.id, "Hi", toolbox=box)
+    with pytest.raises(InvalidInput, match="Connectors page"):
+        chat_tools.set_tools(actor, plain.id, [999])
+    assert conversations.get_conversation(actor, plain.id).tool_connections == ()
+    cid = _conversation(actor, "openai/gpt-4o-mini")
+    # A hard budget too small for one call: refused before any vendor is reached.
+    tight = budgets.create_budget(actor, name="Tight", scope="workspace", period="monthly", limit_usd="0.0000001")
+    with pytest.raises(MeterbookError, match="Tight"):
+        chat_tools.send(actor, cid, "Hi", toolbox=box)
+    assert fake.received == [] and _ledger() == [] and box.calls == []
+    assert conversations.get_conversation(actor, cid).messages == ()
+    budgets.delete_budget(actor, tight.id)
+    # The vendor refusing the first model turn reached it: stored as a failed answer, like plain chat.
+    fake.push(openai_server.error_reply(400, "Invalid schema for function 'weather__forecast'."))
+    turn = chat_tools.send(actor, cid, "Hi", toolbox=box)
+    assert turn.status == "error" and "Invalid schema" in turn.error
+    assert [m.status for m in conversations.get_conversation(actor, cid).messages] == ["ok", "error"]
+    chat_tools.set_tools(actor, cid, [])
+    assert conversations.get_conversation(actor, cid).tool_connections == ()
