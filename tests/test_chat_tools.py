@@ -1,7 +1,7 @@
 """Chat with tools through the real ``openai`` and ``anthropic`` clients against the wire fakes.
 
 The toolbox here is a tiny one of the test's own, with the contract's interface
-(``tools_for``/``call_tool``, MCP_CONTRACT.md): the MCP client behind the real one is the
+(``tools_for``/``call_tool``, engine/connectors/toolbox.py): the MCP client behind the real one is the
 connectors side's, tested there. Every model turn must be its own priced ledger row.
 """
 

@@ -1,6 +1,6 @@
 """The toolbox chat and workflows use: the tools of a workspace's enabled MCP connections, and calling one.
 
-The interface is the one in MCP_CONTRACT.md. ``tools_for`` lists the tools of the enabled
+``tools_for`` lists the tools of the enabled
 connections among those asked for, each with a qualified name (``<slug>__<tool>``) unique across
 a conversation; a listing younger than ``TOOLS_FRESH_S`` is reused from the row rather than
 starting every server again. ``call_tool`` never raises for the server's failure: the outcome

@@ -1,7 +1,7 @@
 """A report's schedule, kept as a row of ``engine.schedules`` (``kind="report"``, ``target_id`` = the report).
 
 The report services speak only through these few functions, so the contract with the
-schedules module (docs: SIDECAR_CONTRACT, "engine/schedules/") is in one place.
+schedules module (docs/architecture.md, "Schedules as built") is in one place.
 """
 
 from __future__ import annotations
