@@ -5,7 +5,7 @@ shared with the workspace. A shared notebook is read by every member and edited 
 editors and up; only its owner or an admin may unshare or delete it. Someone else's private
 notebook is reported as not found, so not even its title leaks.
 
-Running. A SQL cell runs through ``analytics.sandbox`` (a locked-down DuckDB over the
+Running (``engine.notebook_runs``). A SQL cell runs through ``analytics.sandbox`` (a locked-down DuckDB over the
 workspace's own warehouse views, in a worker process) outside any database transaction: a
 query may take seconds, and SQLite has a single writer. Its rows are then stored as Parquet
 (at most ``ROW_CAP`` rows and ``notebook_render.STORED_BYTES_CAP`` bytes) with the row count,
@@ -25,7 +25,7 @@ Reports take a notebook through ``notebook_snapshot`` (its last results, as data
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -34,19 +34,16 @@ from typing import Any
 import plotly.graph_objects as go
 import polars as pl
 import yaml
-from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from analytics import sandbox
-from engine import audit, db, generation
+from engine import audit, db
 from engine.accounts import check_name
 from engine.config import PROJECT_ROOT
 from engine.dbtypes import utcnow
-from engine.errors import Conflict, InvalidInput, MeterbookError, NotFound, PermissionDenied
+from engine.errors import InvalidInput, NotFound, PermissionDenied
 from engine.models import Notebook, NotebookCell, User
-from engine.notebook_render import CHART_TYPES, build_figure, chart_problem, decode_result, encode_result, render_html
+from engine.notebook_render import CHART_TYPES, build_figure, chart_problem, decode_result, render_html
 from engine.permissions import Actor, authorize, can
 
 KINDS = ("markdown", "sql", "chart", "prompt")
@@ -494,130 +491,13 @@ def delete_cell(actor: Actor, cell_id: int) -> None:
         nb.updated_at = utcnow()
 
 
-# --- running ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Outcome:
-    result: bytes | None
-    rows: int | None
-    truncated: bool
-    ms: int | None
-    error: str | None
-
-
-def _execute(workspace_id: int, sql: str) -> _Outcome:
-    try:
-        answer = sandbox.run_user_sql(workspace_id, sql, row_cap=ROW_CAP)
-    except sandbox.SqlError as exc:
-        return _Outcome(None, None, False, None, str(exc))
-    data, kept = encode_result(answer.rows)
-    return _Outcome(data, kept, answer.truncated or kept < answer.rows.height, int(answer.elapsed_ms), None)
-
-
-def prompt_variables(view: NotebookView, cell: CellView) -> dict[str, str]:
-    """What a prompt template can use: each earlier cell with a result, as text, named ``cell_<number>``."""
-    variables = {}
-    for earlier in view.cells[: cell.number - 1]:
-        if earlier.frame is None:
-            continue
-        if earlier.kind == "sql":
-            variables[f"cell_{earlier.number}"] = earlier.frame.head(PROMPT_ROWS).write_csv()
-        elif earlier.kind == "prompt":
-            variables[f"cell_{earlier.number}"] = earlier.answer
-    return variables
-
-
-# Sandboxed: a template is user input and must not reach Python objects through attributes.
-_PROMPTS = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-
-
-def render_prompt(view: NotebookView, cell: CellView) -> str:
-    """The prompt a Prompt cell would send now; ``InvalidInput`` says what in the template is wrong."""
-    variables = prompt_variables(view, cell)
-    try:
-        text = _PROMPTS.from_string(cell.source).render(variables)
-    except TemplateError as exc:
-        usable = ", ".join(f"{{{{ {name} }}}}" for name in variables) or "none yet (run the cells above first)"
-        raise InvalidInput(f"The prompt cannot be filled in: {exc.message or exc}. Earlier results: {usable}.") from None
-    if not text.strip():
-        raise InvalidInput("The prompt is empty once filled in. Write what you want to ask.")
-    return text
-
-
-def _ask(actor: Actor, view: NotebookView, cell: CellView) -> _Outcome:
-    try:
-        prompt = render_prompt(view, cell)
-        answer = generation.generate(
-            generation.GenerationRequest(prompt=prompt, target=cell.options.get("target"),
-                                         max_tokens=cell.options.get("max_tokens"), notebook_id=view.id),
-            actor,
-        )
-    except PermissionDenied:
-        raise
-    except MeterbookError as exc:  # no route, a budget's hard limit, a provider that failed: the cell says so
-        return _Outcome(None, None, False, None, str(exc))
-    frame = pl.DataFrame(
-        {"answer": [answer.text], "model": [answer.target], "cost_usd": [answer.cost],
-         "input_tokens": [answer.usage.input_tokens], "output_tokens": [answer.usage.output_tokens]},
-        schema={"answer": pl.String, "model": pl.String, "cost_usd": pl.Decimal(20, 10),
-                "input_tokens": pl.Int64, "output_tokens": pl.Int64},
-    )
-    return _Outcome(encode_result(frame)[0], 1, False, answer.latency_ms, None)
-
-
-def run_cell(actor: Actor, cell_id: int) -> CellView:
-    """Run one cell and store what it produced. A query's or prompt's error is stored on the cell, not raised."""
-    with db.read_session() as s:
-        cell, nb, _ = _cell(s, actor, cell_id, "notebook.write")
-        kind, source, notebook_id = cell.kind, cell.source, nb.id
-    if kind in ("markdown", "chart"):  # nothing to run; a chart is drawn from what is stored
-        return get_notebook(actor, notebook_id).cell(cell_id)
-    if not source.strip():
-        raise InvalidInput(f"This cell has no {'query' if kind == 'sql' else 'prompt'} yet. Write one, then run it.")
-    if kind == "sql":
-        outcome = _execute(actor.workspace_id, source)
-    else:
-        view = get_notebook(actor, notebook_id)
-        outcome = _ask(actor, view, view.cell(cell_id))
-    with db.transaction() as s:
-        cell, nb, role = _cell(s, actor, cell_id, "notebook.write", lock=True)
-        if cell.source != source:
-            raise Conflict("The cell changed while it ran, so its result was not kept. Run it again.")
-        cell.result, cell.result_rows, cell.result_truncated = outcome.result, outcome.rows, outcome.truncated
-        cell.result_ms, cell.error, cell.ran_at = outcome.ms, outcome.error, utcnow()
-        nb.updated_at = cell.ran_at
-        s.flush()
-        return _view(s, nb, actor, role).cell(cell_id)
-
-
-def run_all(
-    actor: Actor, notebook_id: int, progress: Callable[[int, int, CellView], None] | None = None
-) -> NotebookView:
-    """Run every SQL, Chart and Prompt cell from the top (prompts are charged). A failure does not stop the rest.
-
-    ``progress(done, total, cell)`` is called after each cell with its fresh result.
-    """
-    with db.read_session() as s:
-        authorize(s, actor, "notebook.write")
-    runnable = [c for c in get_notebook(actor, notebook_id).cells if c.kind != "markdown"]
-    for done, cell in enumerate(runnable, start=1):
-        if cell.kind in ("sql", "prompt") and not cell.source.strip():
-            outcome = replace(cell, error="This cell is empty.")
-        else:
-            outcome = run_cell(actor, cell.id)
-        if progress:
-            progress(done, len(runnable), outcome)
-    return get_notebook(actor, notebook_id)
-
-
 # --- hand-off to reports and the HTML export ----------------------------------------------
 
 
 def notebook_snapshot(actor: Actor, notebook_id: int) -> NotebookSnapshot:
     """The notebook's last results as data, for reports to render, attach or schedule.
 
-    Reads what is stored, it runs nothing: call ``run_all(actor, notebook_id)`` first for
+    Reads what is stored, it runs nothing: call ``notebook_runs.run_all(actor, notebook_id)`` first for
     fresh numbers. Each cell carries its source and options; SQL cells their rows as a Polars
     frame (``frame``, at most ``ROW_CAP`` rows; ``truncated`` when the query matched more),
     row count, timing, error and time of the run; Chart cells their Plotly figure as plain

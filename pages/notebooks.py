@@ -10,7 +10,7 @@ import re
 import polars as pl
 import streamlit as st
 
-from engine import notebooks
+from engine import notebook_runs, notebooks
 from engine.notebook_render import CHART_TYPES
 from engine.notebooks import CellView, NotebookView
 from pages import _common as ui
@@ -186,7 +186,7 @@ def run_everything(view: NotebookView) -> None:
     def progress(done: int, total: int, cell: CellView) -> None:
         bar.progress(done / total, text=f"Ran {done} of {total}: {cell.label}")
 
-    ran = ui.attempt(lambda: notebooks.run_all(actor, view.id, progress))
+    ran = ui.attempt(lambda: notebook_runs.run_all(actor, view.id, progress))
     if ran is not None:
         failed = [c.number for c in ran.cells if c.kind != "markdown" and c.error]
         finish(
@@ -265,7 +265,7 @@ def sql_cell(view: NotebookView, cell: CellView) -> None:
             if text != cell.source and ui.attempt(lambda: notebooks.update_cell(actor, cell.id, source=text)) is None:
                 return
             with st.spinner("Running the query…"):
-                ran = ui.attempt(lambda: notebooks.run_cell(actor, cell.id))
+                ran = ui.attempt(lambda: notebook_runs.run_cell(actor, cell.id))
             if ran:
                 st.rerun()
     else:
@@ -358,7 +358,7 @@ def prompt_cell(view: NotebookView, cell: CellView) -> None:
             if ui.attempt(lambda: notebooks.update_cell(actor, cell.id, source=text, options=options)) is None:
                 return
             with st.spinner("Asking the model…"):
-                ran = ui.attempt(lambda: notebooks.run_cell(actor, cell.id))
+                ran = ui.attempt(lambda: notebook_runs.run_cell(actor, cell.id))
             if ran:
                 st.rerun()
     else:

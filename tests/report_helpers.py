@@ -11,7 +11,7 @@ from email.policy import default
 
 from aiosmtpd.controller import Controller
 
-from engine import db, notebooks, usage
+from engine import db, notebook_runs, notebooks, usage
 from engine.permissions import Actor
 
 
@@ -82,7 +82,7 @@ def chart_notebook(actor: Actor, *, run: bool = True, shared: bool = True) -> in
     notebooks.add_cell(actor, nb.id, "chart", options={"type": "bar", "x": "provider", "y": "spend",
                                                        "source": sql.id, "title": "Spend by provider"})
     if run:
-        notebooks.run_cell(actor, sql.id)
+        notebook_runs.run_cell(actor, sql.id)
     return nb.id
 
 

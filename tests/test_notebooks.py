@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from sqlalchemy import func, select
 
-from engine import clients, db, notebooks, projects, usage
+from engine import clients, db, notebook_runs, notebooks, projects, usage
 from engine.config import get_settings
 from engine.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from engine.models import Notebook, NotebookCell
@@ -140,8 +140,8 @@ def test_a_shared_notebook_is_read_by_viewers_and_changed_by_editors(ws):
     for action in (
         lambda: notebooks.add_cell(viewer, nb.id, "markdown", "x"),
         lambda: notebooks.update_cell(viewer, cell.id, source="SELECT 2"),
-        lambda: notebooks.run_cell(viewer, cell.id),
-        lambda: notebooks.run_all(viewer, nb.id),
+        lambda: notebook_runs.run_cell(viewer, cell.id),
+        lambda: notebook_runs.run_all(viewer, nb.id),
         lambda: notebooks.rename_notebook(viewer, nb.id, "Mine"),
         lambda: notebooks.create_notebook(viewer, "Mine"),
     ):
@@ -177,7 +177,7 @@ def test_another_workspace_cannot_reach_a_notebook_or_its_cells(ws):
     with pytest.raises(NotFound):
         notebooks.update_cell(elsewhere, cell.id, source="SELECT 2")
     with pytest.raises(NotFound):
-        notebooks.run_cell(elsewhere, cell.id)
+        notebook_runs.run_cell(elsewhere, cell.id)
 
 
 # --- running ------------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_another_workspace_cannot_reach_a_notebook_or_its_cells(ws):
 def test_a_sql_cell_stores_its_rows_exactly_with_count_and_timing(ws):
     nb = notebooks.create_notebook(ws, "Spend")
     cell = notebooks.add_cell(ws, nb.id, "sql", SPEND_BY_PROVIDER)
-    ran = notebooks.run_cell(ws, cell.id)
+    ran = notebook_runs.run_cell(ws, cell.id)
     assert ran.error is None and ran.row_count == 2 and not ran.truncated
     assert ran.elapsed_ms is not None and ran.ran_at is not None
     assert ran.frame.to_dicts() == [
@@ -202,29 +202,29 @@ def test_a_sql_cell_stores_its_rows_exactly_with_count_and_timing(ws):
 
         other = accounts.create_workspace(ws.user_id, "Elsewhere")
         usage.record(s, workspace_id=other.id, provider="openai", model="m", cost=Decimal("99"))
-    assert notebooks.run_cell(ws, cell.id).frame["calls"].to_list() == [3, 2]
+    assert notebook_runs.run_cell(ws, cell.id).frame["calls"].to_list() == [3, 2]
 
 
 def test_a_failing_query_stores_its_error_and_drops_the_old_result(ws):
     nb = notebooks.create_notebook(ws, "Errors")
     cell = notebooks.add_cell(ws, nb.id, "sql", SPEND_BY_PROVIDER)
-    notebooks.run_cell(ws, cell.id)
+    notebook_runs.run_cell(ws, cell.id)
     notebooks.update_cell(ws, cell.id, source="SELECT * FROM read_csv('/etc/passwd')")
     assert notebooks.get_notebook(ws, nb.id).cells[0].frame is None  # a changed query drops its result
-    failed = notebooks.run_cell(ws, cell.id)
+    failed = notebook_runs.run_cell(ws, cell.id)
     assert failed.frame is None and failed.row_count is None and failed.ran_at is not None
     assert "only this workspace's tables" in failed.error
     assert notebooks.get_notebook(ws, nb.id).cells[0].error == failed.error
 
     notebooks.update_cell(ws, cell.id, source="   ")
     with pytest.raises(InvalidInput, match="no query yet"):
-        notebooks.run_cell(ws, cell.id)
+        notebook_runs.run_cell(ws, cell.id)
 
 
 def test_rows_beyond_the_cap_are_cut_and_said_so(ws):
     nb = notebooks.create_notebook(ws, "Big")
     cell = notebooks.add_cell(ws, nb.id, "sql", f"SELECT range AS n FROM range({notebooks.ROW_CAP + 10})")
-    ran = notebooks.run_cell(ws, cell.id)
+    ran = notebook_runs.run_cell(ws, cell.id)
     assert ran.row_count == notebooks.ROW_CAP == ran.frame.height and ran.truncated
 
 
@@ -242,7 +242,7 @@ def test_a_chart_draws_an_earlier_cells_result(ws):
     chart = notebooks.add_cell(ws, nb.id, "chart", options={"type": "bar", "source": sql.id, "x": "provider",
                                                             "y": "spend", "title": "Spend"})
     assert chart.error == "Run cell 1 first: this chart draws its result."
-    notebooks.run_cell(ws, sql.id)
+    notebook_runs.run_cell(ws, sql.id)
     view = notebooks.get_notebook(ws, nb.id)
     assert view.cells[1].error is None
     figure = notebooks.chart_figure(view, view.cells[1])
@@ -269,7 +269,7 @@ def test_run_all_runs_in_order_reports_progress_and_goes_on_past_a_failure(ws):
     good = notebooks.add_cell(ws, nb.id, "sql", SPEND_BY_PROVIDER)
     notebooks.add_cell(ws, nb.id, "chart", options={"source": good.id, "x": "provider", "y": "calls"})
     seen = []
-    view = notebooks.run_all(ws, nb.id, lambda done, total, cell: seen.append((done, total, cell.number)))
+    view = notebook_runs.run_all(ws, nb.id, lambda done, total, cell: seen.append((done, total, cell.number)))
     assert seen == [(1, 3, 2), (2, 3, 3), (3, 3, 4)]
     assert "nope" in view.cell(bad.id).error
     assert view.cell(good.id).row_count == 2 and view.cells[3].error is None
@@ -280,7 +280,7 @@ def test_duplicate_copies_cells_and_results_and_points_charts_at_the_copies(ws):
     nb = notebooks.create_notebook(ws, "Original")
     sql = notebooks.add_cell(ws, nb.id, "sql", SPEND_BY_PROVIDER)
     notebooks.add_cell(ws, nb.id, "chart", options={"source": sql.id, "x": "provider", "y": "spend"})
-    notebooks.run_cell(ws, sql.id)
+    notebook_runs.run_cell(ws, sql.id)
     notebooks.set_shared(ws, nb.id, True)
 
     copy = notebooks.duplicate_notebook(editor, nb.id)
@@ -306,7 +306,7 @@ def test_snapshot_and_html_export_carry_the_results(ws):
     assert "Not run yet." in tables_only and "Plotly.newPlot" not in tables_only
     assert len(tables_only) < 50_000  # no chart to draw, so no plotly.js
 
-    notebooks.run_all(ws, nb.id)
+    notebook_runs.run_all(ws, nb.id)
     snap = notebooks.notebook_snapshot(ws, nb.id)
     assert [c.kind for c in snap.cells] == ["markdown", "sql", "chart", "sql"]
     assert snap.cells[1].frame["calls"].to_list() == [3, 2]
@@ -352,7 +352,7 @@ def test_starters_install_once_and_every_query_runs(sqlite_ws):
     assert notebooks.install_starters(ws) == []
     for summary in notebooks.list_notebooks(ws):
         assert summary.shared
-        view = notebooks.run_all(ws, summary.id)
+        view = notebook_runs.run_all(ws, summary.id)
         problems = [(c.number, c.error) for c in view.cells if c.error]
         assert problems == [], (summary.title, problems)
         assert all(c.row_count for c in view.cells if c.kind == "sql")
@@ -368,16 +368,16 @@ def test_install_starters_needs_an_editor(ws):
 def test_the_query_changing_during_a_run_is_not_stored_against_it(ws, monkeypatch):
     nb = notebooks.create_notebook(ws, "Race")
     cell = notebooks.add_cell(ws, nb.id, "sql", "SELECT 1 AS one")
-    real = notebooks._execute
+    real = notebook_runs._execute
 
     def edited_meanwhile(workspace_id, sql):
         outcome = real(workspace_id, sql)
         notebooks.update_cell(ws, cell.id, source="SELECT 2 AS two")
         return outcome
 
-    monkeypatch.setattr(notebooks, "_execute", edited_meanwhile)
+    monkeypatch.setattr(notebook_runs, "_execute", edited_meanwhile)
     with pytest.raises(Conflict, match="changed while it ran"):
-        notebooks.run_cell(ws, cell.id)
+        notebook_runs.run_cell(ws, cell.id)
     stored = notebooks.get_notebook(ws, nb.id).cells[0]
     assert stored.source == "SELECT 2 AS two" and stored.frame is None
 
@@ -412,12 +412,12 @@ def test_a_prompt_cell_uses_earlier_results_and_is_charged_like_any_call(ws, rou
     sql = notebooks.add_cell(ws, nb.id, "sql", SPEND_BY_PROVIDER)
     prompt = notebooks.add_cell(ws, nb.id, "prompt", "Summarise:\n{{ cell_1 }}")
 
-    early = notebooks.run_cell(ws, prompt.id)  # cell 1 has not run: nothing to fill in, nothing charged
+    early = notebook_runs.run_cell(ws, prompt.id)  # cell 1 has not run: nothing to fill in, nothing charged
     assert "cell_1" in early.error and "none yet" in early.error and early.answer is None
     assert routed.CALLS == [] and notebook_ledger(nb.id) == []
 
-    notebooks.run_cell(ws, sql.id)
-    answered = notebooks.run_cell(ws, prompt.id)
+    notebook_runs.run_cell(ws, sql.id)
+    answered = notebook_runs.run_cell(ws, prompt.id)
     assert answered.error is None and answered.answer == "Spend is **flat**."
     [call] = routed.CALLS
     assert call.messages[0].content.startswith("Summarise:\nprovider,spend,calls\nanthropic,0.3703703673,3\n")
@@ -438,12 +438,12 @@ def test_a_prompt_that_fails_or_is_refused_stores_why(ws, routed):
     routed.SCRIPT[GPT] = [Unavailable("overloaded", status=503)]
     nb = notebooks.create_notebook(ws, "Failing")
     prompt = notebooks.add_cell(ws, nb.id, "prompt", "Hello {{ 7 * 6 }}")
-    failed = notebooks.run_cell(ws, prompt.id)
+    failed = notebook_runs.run_cell(ws, prompt.id)
     assert failed.error and failed.answer is None
     assert routed.CALLS[0].messages[0].content == "Hello 42"
 
     notebooks.update_cell(ws, prompt.id, source="{{ ''.__class__.__mro__ }}")  # the template is sandboxed
-    assert "cannot be filled in" in notebooks.run_cell(ws, prompt.id).error
+    assert "cannot be filled in" in notebook_runs.run_cell(ws, prompt.id).error
     with pytest.raises(InvalidInput, match="connection/model"):
         notebooks.update_cell(ws, prompt.id, options={"target": "gpt-4o"})
     with pytest.raises(InvalidInput, match="1 to 100,000"):

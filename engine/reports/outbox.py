@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from engine import db, notebooks
+from engine import db, notebook_runs, notebooks
 from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound, PermissionDenied
@@ -109,7 +109,7 @@ def _rerun_queries(owner: Actor, notebook_id: int) -> None:
     """Run the notebook's SQL cells again as its owner; a failing query keeps its error, which the email shows."""
     for cell in notebooks.get_notebook(owner, notebook_id).cells:
         if cell.kind == "sql" and cell.source.strip():
-            notebooks.run_cell(owner, cell.id)
+            notebook_runs.run_cell(owner, cell.id)
 
 
 def _render(owner: Actor, r: Report | Any, as_of: datetime, *, rerun: bool = False) -> tuple[render.Rendered, str | None]:
