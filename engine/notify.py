@@ -11,8 +11,6 @@ server or the webhook's host, never the webhook's full address (that is its secr
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -37,14 +35,7 @@ def send_email(to: Sequence[str], subject: str, text: str, *, settings: Settings
                              "settings) to send email.")
     if not to:
         raise DeliveryFailed("The email has no recipients.")
-    msg = EmailMessage()
-    msg["From"] = config.from_address
-    msg["To"] = ", ".join(to)
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=config.from_address.rpartition("@")[2] or "meterbook.local")
-    msg.set_content(text)
-    smtp.send(config, msg, list(to))
+    smtp.send(config, smtp.plain_message(config, list(to), subject, text), list(to))
 
 
 def check_webhook_url(url: str) -> str:

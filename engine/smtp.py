@@ -13,6 +13,7 @@ import smtplib
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
 
 from engine.config import Settings, get_settings
 from engine.errors import MeterbookError
@@ -49,6 +50,18 @@ def from_settings(settings: Settings | None = None) -> SmtpConfig | None:
         return None
     return SmtpConfig(s.smtp_host, s.smtp_port, "starttls" if s.smtp_starttls else "none", s.smtp_username or None,
                       s.smtp_password.get_secret_value() if s.smtp_password else None, s.smtp_from, "environment")
+
+
+def plain_message(config: SmtpConfig, to: list[str], subject: str, text: str) -> EmailMessage:
+    """A plain-text message from ``config``'s sender to ``to``, with the Date and Message-ID servers expect."""
+    msg = EmailMessage()
+    msg["From"] = config.from_address
+    msg["To"] = ", ".join(to)
+    msg["Subject"] = subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=config.from_address.rpartition("@")[2] or "meterbook.local")
+    msg.set_content(text)
+    return msg
 
 
 def send(config: SmtpConfig, msg: EmailMessage, recipients: list[str]) -> None:

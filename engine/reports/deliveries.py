@@ -296,7 +296,7 @@ def _tell_owner(workspace_id: int, owner_id: int, ids: list[int], now: datetime)
             f"Reports page: {base}/reports\n")
     try:
         config = smtp_settings.config_for(workspace_id)
-        smtp.send(config, smtp_settings.plain_message(config, [email], subject, text), [email])
+        smtp.send(config, smtp.plain_message(config, [email], subject, text), [email])
     except DeliveryFailed as exc:
         wait = NOTICE_BACKOFF_S[min(attempts, len(NOTICE_BACKOFF_S) - 1)]
         with db.transaction() as s:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
 from typing import Final
 
 from sqlalchemy import select
@@ -155,17 +153,6 @@ def config_for(workspace_id: int) -> smtp.SmtpConfig:
     return config
 
 
-def plain_message(config: smtp.SmtpConfig, to: list[str], subject: str, text: str) -> EmailMessage:
-    msg = EmailMessage()
-    msg["From"] = config.from_address
-    msg["To"] = ", ".join(to)
-    msg["Subject"] = subject
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = make_msgid(domain=config.from_address.rpartition("@")[2] or "meterbook.local")
-    msg.set_content(text)
-    return msg
-
-
 def send_test(actor: Actor) -> str:
     """Send a short email to the acting admin through the workspace's server; records how it went.
 
@@ -175,7 +162,7 @@ def send_test(actor: Actor) -> str:
         authorize(s, actor, "workspace.settings")
         email = s.get(User, actor.user_id).email
     config = config_for(actor.workspace_id)
-    msg = plain_message(config, [email], "Meterbook test email",
+    msg = smtp.plain_message(config, [email], "Meterbook test email",
                         f"This is a test from Meterbook, sent through {config.where} ({config.security}).\n"
                         "Scheduled reports from this workspace will go out the same way.")
     error = None
