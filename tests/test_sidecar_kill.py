@@ -24,6 +24,7 @@ from engine.workflows import store
 from engine.workflows.models import WorkflowRun
 from tests.conftest import POSTGRES_URL
 from tests.factories import owner
+from tests.waiting import until
 
 LEASE_S = 4
 
@@ -45,14 +46,6 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
             proc.wait()
 
 
-def until(check, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
 
 
 def rows(schedule_ids):
@@ -95,13 +88,13 @@ def test_sigkill_between_firings_and_restart_loses_nothing_and_doubles_nothing(t
     try:
         [sid] = setup_schedules(1)
         procs.append(start_sidecar(url, tmp_path))
-        until(lambda: len(rows([sid])) >= 3)
+        until(lambda: len(rows([sid])) >= 3, timeout=60)
         os.kill(procs[0].pid, signal.SIGKILL)
         procs[0].wait()
         before = rows([sid])
         time.sleep(2)  # firings are missed while nothing runs
         procs.append(start_sidecar(url, tmp_path))
-        until(lambda: len(rows([sid])) >= len(before) + 3)
+        until(lambda: len(rows([sid])) >= len(before) + 3, timeout=60)
         stop(procs[1])  # SIGTERM: a graceful stop releases the lease
         assert procs[1].returncode == 0
         assert lease_row().expires_at <= utcnow()
@@ -151,7 +144,7 @@ def test_two_sidecars_on_postgresql_fire_every_time_once_and_the_survivor_takes_
         killed_at = time.time()
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
-        taken = until(lambda: (r := lease_row()).holder != leader.holder and r)
+        taken = until(lambda: (r := lease_row()).holder != leader.holder and r, timeout=60)
         # Not before the dead leader's lease ran out, and soon after: within the lease time of the kill
         # plus the follower's one-second look.
         assert taken.acquired_at >= leader.expires_at - timedelta(seconds=0.5)

@@ -19,6 +19,7 @@ from engine.sidecar import jobs
 from engine.workflows import store
 from engine.workflows.models import WorkflowRun
 from tests.factories import owner
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -26,14 +27,6 @@ def ws(database, data_dir):
     return owner()
 
 
-def until(check, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting")
 
 
 def workflow(actor, name="every"):

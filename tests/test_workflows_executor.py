@@ -26,6 +26,7 @@ from providers.base import Result, Usage
 from tests import scripted_provider as scripted
 from tests.factories import member, owner, scripted_routes
 from tests.fakes.http_target import HttpTarget
+from tests.waiting import until
 
 GPT = "gpt-4o-mini"
 
@@ -249,7 +250,7 @@ def test_cancelling_a_running_run_stops_it(ws):
     run = runs.trigger(ws, wf.id)
     thread = threading.Thread(target=worker.work_once, args=("canceller",))
     thread.start()
-    _until(lambda: runs.get_run(ws, run.id).status == "running")
+    until(lambda: runs.get_run(ws, run.id).status == "running")
     runs.cancel(ws, run.id)
     thread.join(timeout=20)
     assert not thread.is_alive()
@@ -268,13 +269,6 @@ def test_a_queued_run_is_cancelled_at_once(ws):
         runs.cancel(ws, run.id)
 
 
-def _until(check, timeout=20.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting")
 
 
 KILLED_WORKER = """
@@ -306,7 +300,7 @@ outputs: {poem: "{{ done }}"}
     url = db.get_engine().url.render_as_string(hide_password=False)
     child = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, url], cwd=PROJECT_ROOT, env=os.environ.copy())
     try:
-        _until(lambda: step_map(ws, run.id).get("slow") is not None
+        until(lambda: step_map(ws, run.id).get("slow") is not None
                and step_map(ws, run.id)["slow"].status == "running", timeout=60)
     finally:
         child.send_signal(signal.SIGKILL)
@@ -314,7 +308,7 @@ outputs: {poem: "{{ done }}"}
     assert step_map(ws, run.id)["ask"].status == "succeeded"
     assert runs.get_run(ws, run.id).status == "running"  # nobody knows the worker died…
     assert worker.claim("rescuer") is None  # …until its lease expires
-    _until(lambda: worker.work_once("rescuer") == 1, timeout=20)
+    until(lambda: worker.work_once("rescuer") == 1, timeout=20)
     done = runs.get_run(ws, run.id)
     assert done.status == "succeeded", done.error
     assert done.outputs == {"poem": "ok!"}
