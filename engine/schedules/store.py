@@ -301,8 +301,9 @@ def _with_results(s: Session, rows: Iterable[Schedule]) -> list[ScheduleView]:
                                    ScheduleFire.fire_time >= utcnow() - MISSED_WINDOW)
                             .group_by(ScheduleFire.schedule_id)).all())
     results: dict[int, str] = {}
-    for kind in {r.kind for r in rows}:
-        fired = [f for f in last.values() if f.schedule_id in {r.id for r in rows if r.kind == kind}]
+    kind_of = {r.id: r.kind for r in rows}
+    for kind in set(kind_of.values()):
+        fired = [f for f in last.values() if kind_of[f.schedule_id] == kind]
         if fired and kind in _registered():
             results.update(TARGETS[kind].results(s, fired))
     out = []
