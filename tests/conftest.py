@@ -7,6 +7,7 @@ its own SQLite file and its own PostgreSQL schema, and tables are emptied betwee
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 import pytest
@@ -109,3 +110,12 @@ def data_dir(tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _close_mcp_sessions():
+    """An MCP server a test's tool calls kept open does not outlive the test (its database is emptied)."""
+    yield
+    sessions = sys.modules.get("engine.connectors.sessions")  # loaded only by tests that call tools
+    if sessions is not None:
+        sessions.close_all()

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from engine import db
-from engine.connectors import client, connections, toolbox
+from engine.connectors import client, connections, sessions, toolbox
 from engine.connectors.models import McpConnection
 from engine.errors import InvalidInput, NotFound, PermissionDenied
 from engine.models import AuditEvent, Base
@@ -43,10 +43,16 @@ def fake_children() -> list[int]:
     return found
 
 
+def assert_no_child_left() -> None:
+    """Once the kept-open sessions are closed, no server of these tests is left running or unreaped."""
+    sessions.close_all()
+    assert fake_children() == [], "an MCP server child outlived its session"
+
+
 @pytest.fixture(autouse=True)
 def _no_child_left():
     yield
-    assert fake_children() == [], "an MCP server child outlived its session"
+    assert_no_child_left()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from engine.connectors import catalog, connections
 from engine.errors import InvalidInput
 from engine.workflows import runs, store, worker
 from tests.factories import owner
-from tests.test_connectors import FAKE, fake_children
+from tests.test_connectors import FAKE, assert_no_child_left
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def boss(database, data_dir):
     actor = owner()
     connections.create_custom(actor, name="Fake tools", command=FAKE)
     yield actor
-    assert fake_children() == []
+    assert_no_child_left()
 
 
 def run(actor, source: str, inputs=None):

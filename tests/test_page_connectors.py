@@ -14,7 +14,7 @@ from engine.connectors import connections
 from engine.connectors.models import McpConnection
 from tests.factories import PASSWORD, member, owner
 from tests.pages_helpers import errors, no_exceptions, signed_in
-from tests.test_connectors import FAKE, fake_children
+from tests.test_connectors import FAKE, assert_no_child_left
 
 PAGE = "pages/connectors.py"
 
@@ -25,7 +25,7 @@ def boss(sqlite_database, tmp_path, monkeypatch):
     get_settings.cache_clear()
     yield owner()
     get_settings.cache_clear()
-    assert fake_children() == []
+    assert_no_child_left()
 
 
 def open_page(email="owner@example.com"):

@@ -1,9 +1,10 @@
-"""The MCP client: one session per operation, to a stdio child process or a streamable-HTTP server.
+"""The MCP client: sessions to a stdio child process or a streamable-HTTP server.
 
 ``list_tools`` and ``call_tool`` open a session (spawn the command, or connect with the
 headers), do one thing and close it; the SDK's stdio shutdown closes the child's stdin, waits,
 then terminates and kills its whole process group, so nothing is left behind, not even a
-zombie. Every failure of the server — it did not start, did not answer in time, died in the
+zombie. ``engine.connectors.sessions`` keeps stdio sessions open between calls with the same
+pieces (``new_client``, ``stdio_transport``, ``list_on``, ``call_on``, ``failure``). Every failure of the server — it did not start, did not answer in time, died in the
 middle, refused the credential, could not be reached — becomes ``ServerFailure`` with plain
 words and whether trying again could help. Secret values never appear in those words.
 
@@ -80,26 +81,30 @@ class ServerFailure(Exception):
 
 
 def list_tools(spec: ServerSpec) -> list[ToolInfo]:
-    async def work(client: Client) -> list[ToolInfo]:
-        tools: list[ToolInfo] = []
-        cursor = None
-        for _ in range(50):  # a paginator that never ends cannot hang us
-            page = await client.list_tools(cursor=cursor, cache_mode="bypass")
-            tools += [ToolInfo(t.name, t.description or "", dict(t.input_schema or {})) for t in page.tools]
-            cursor = page.next_cursor
-            if not cursor:
-                break
-        return tools
-
-    return _run(spec, work, call_timeout_s=spec.start_timeout_s)
+    """The server's tools, over a session of its own (started, used once, shut down)."""
+    return _run(spec, list_on, call_timeout_s=spec.start_timeout_s)
 
 
 def call_tool(spec: ServerSpec, name: str, arguments: dict[str, Any], *, timeout_s: float) -> CallResult:
-    async def work(client: Client) -> CallResult:
-        result = await client.call_tool(name, arguments, read_timeout_seconds=timeout_s)
-        return CallResult(bool(result.is_error), flatten(result.content), result.structured_content)
+    """One tool call over a session of its own (started, used once, shut down)."""
+    return _run(spec, lambda c: call_on(c, name, arguments, timeout_s), call_timeout_s=timeout_s)
 
-    return _run(spec, work, call_timeout_s=timeout_s)
+
+async def list_on(client: Client) -> list[ToolInfo]:
+    tools: list[ToolInfo] = []
+    cursor = None
+    for _ in range(50):  # a paginator that never ends cannot hang us
+        page = await client.list_tools(cursor=cursor, cache_mode="bypass")
+        tools += [ToolInfo(t.name, t.description or "", dict(t.input_schema or {})) for t in page.tools]
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    return tools
+
+
+async def call_on(client: Client, name: str, arguments: dict[str, Any], timeout_s: float) -> CallResult:
+    result = await client.call_tool(name, arguments, read_timeout_seconds=timeout_s)
+    return CallResult(bool(result.is_error), flatten(result.content), result.structured_content)
 
 
 def flatten(content: list[Any]) -> str:
@@ -138,29 +143,37 @@ async def _session(spec: ServerSpec, work, call_timeout_s: float):
             with anyio.move_on_after(spec.start_timeout_s + call_timeout_s) as guard:
                 async with contextlib.AsyncExitStack() as stack:
                     transport = await _transport(spec, stack, statuses, errlog, call_timeout_s)
-                    client = await stack.enter_async_context(Client(
-                        transport, read_timeout_seconds=spec.start_timeout_s,
-                        client_info=mcp_types.Implementation(name="meterbook", version="1"),
-                    ))
+                    client = await stack.enter_async_context(new_client(spec, transport))
                     phase = "call"
                     with anyio.fail_after(call_timeout_s):
                         return await work(client)
             if guard.cancelled_caught:
-                raise _timeout(spec, phase, call_timeout_s)
+                raise timed_out(spec, phase, call_timeout_s)
         except ServerFailure:
             raise
         except TimeoutError:
-            raise _timeout(spec, phase, call_timeout_s) from None
+            raise timed_out(spec, phase, call_timeout_s) from None
         except BaseException as exc:  # noqa: BLE001 - every failure of a foreign server becomes words
             if isinstance(exc, (KeyboardInterrupt, SystemExit, anyio.get_cancelled_exc_class())):
                 raise
-            raise _explain(spec, exc, phase, call_timeout_s, statuses, _tail(errlog)) from None
+            raise failure(spec, exc, phase, call_timeout_s, statuses, stderr_tail(errlog)) from None
+
+
+def new_client(spec: ServerSpec, transport) -> Client:
+    """An unopened ``mcp.Client`` over ``transport``, made the way every session here makes it."""
+    return Client(transport, read_timeout_seconds=spec.start_timeout_s,
+                  client_info=mcp_types.Implementation(name="meterbook", version="1"))
+
+
+def stdio_transport(spec: ServerSpec, errlog):
+    """The child process ``spec`` names, its stderr to ``errlog`` (a file: the SDK writes to its fd)."""
+    params = StdioServerParameters(command=spec.command or "", args=list(spec.args), env=dict(spec.env))
+    return stdio_client(params, errlog=errlog)
 
 
 async def _transport(spec, stack, statuses, errlog, call_timeout_s):
     if spec.transport == "stdio":
-        params = StdioServerParameters(command=spec.command or "", args=list(spec.args), env=dict(spec.env))
-        return stdio_client(params, errlog=errlog)
+        return stdio_transport(spec, errlog)
 
     async def remember(response: httpx2.Response) -> None:
         statuses.append(response.status_code)
@@ -174,7 +187,7 @@ async def _transport(spec, stack, statuses, errlog, call_timeout_s):
     return streamable_http_client(spec.url or "", http_client=http)
 
 
-def _timeout(spec: ServerSpec, phase: str, call_timeout_s: float) -> ServerFailure:
+def timed_out(spec: ServerSpec, phase: str, call_timeout_s: float) -> ServerFailure:
     if phase == "start":
         return ServerFailure(f"The {spec.label} server did not start within {spec.start_timeout_s:g} s.",
                              kind="start_timeout", retry=True)
@@ -193,7 +206,8 @@ def _where(spec: ServerSpec) -> str:
     return f"{parts.hostname or '?'}{':' + str(parts.port) if parts.port else ''}"
 
 
-def _explain(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailure:
+def failure(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailure:
+    """What went wrong with a session, in plain words, from the exception (group) it ended with."""
     leaves = _leaves(exc)
     first = next((e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())), leaves[0])
     said = f" It said: {stderr}" if stderr else ""
@@ -203,10 +217,10 @@ def _explain(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailur
         return ServerFailure(f"The {label} server refused the credential (HTTP {refused[-1]}). "
                              "Check the key or token, then test again.", kind="refused", retry=False)
     if any(isinstance(e, TimeoutError) for e in leaves):
-        return _timeout(spec, phase, call_timeout_s)
+        return timed_out(spec, phase, call_timeout_s)
     if isinstance(first, MCPError):
         if first.code == mcp_types.REQUEST_TIMEOUT:
-            return _timeout(spec, phase, call_timeout_s)
+            return timed_out(spec, phase, call_timeout_s)
         if first.code == mcp_types.CONNECTION_CLOSED:
             if phase == "start":
                 return ServerFailure(_clean(spec, f"The {label} server exited before it was ready.{said}"),
@@ -220,7 +234,7 @@ def _explain(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailur
         return ServerFailure(f"Cannot start the {label} server: {spec.command!r} is not installed or not "
                              "runnable on this machine.", kind="unreachable", retry=False)
     if isinstance(first, httpx2.TimeoutException):
-        return _timeout(spec, phase, call_timeout_s)
+        return timed_out(spec, phase, call_timeout_s)
     if isinstance(first, httpx2.ConnectError):
         return ServerFailure(f"Cannot reach the {label} server at {_where(spec)}.", kind="unreachable", retry=True)
     if isinstance(first, (httpx2.RemoteProtocolError, httpx2.ReadError)):
@@ -230,7 +244,7 @@ def _explain(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailur
                          kind="protocol", retry=False)
 
 
-def _tail(errlog) -> str:
+def stderr_tail(errlog) -> str:
     try:
         errlog.seek(0, 2)
         size = errlog.tell()

@@ -3,7 +3,8 @@
 ``tools_for`` lists the tools of the enabled
 connections among those asked for, each with a qualified name (``<slug>__<tool>``) unique across
 a conversation; a listing younger than ``TOOLS_FRESH_S`` is reused from the row rather than
-starting every server again. ``call_tool`` never raises for the server's failure: the outcome
+starting every server again. Calls and listings go through ``sessions``, which keeps a stdio
+server running between them. ``call_tool`` never raises for the server's failure: the outcome
 says ``ok=False`` with plain words. It raises ``NotFound``/``PermissionDenied``/``InvalidInput``
 for Meterbook's own refusals (no such connection, a viewer, a disabled connection, bad arguments).
 """
@@ -17,7 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine import db
-from engine.connectors import client, connections
+from engine.connectors import client, connections, sessions
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
 from engine.permissions import Actor, authorize
@@ -72,7 +73,7 @@ def tools_for(actor: Actor, connection_ids: list[int]) -> list[Tool]:
             listed = connections.stored_tools(s, row) if row.tools_listed_at and row.tools_listed_at > fresh_after else None
         if listed is None:
             try:
-                listed = client.list_tools(spec)
+                listed = sessions.list_tools((actor.workspace_id, connection_id), spec)
             except client.ServerFailure as failure:
                 log.info("Listing the tools of connector %s failed: %s", connection_id, failure.message)
                 connections.record_outcome(actor.workspace_id, connection_id, error=failure.message, used=False)
@@ -112,7 +113,8 @@ def call_detailed(actor: Actor, connection_id: int, name: str, arguments: dict, 
         if not row.enabled:
             raise InvalidInput(f"The connector {row.name!r} is disabled; enable it on the Connectors page.")
     try:
-        result = client.call_tool(spec, name, arguments, timeout_s=float(timeout_s))
+        result = sessions.call_tool((actor.workspace_id, connection_id), spec, name, arguments,
+                                    timeout_s=float(timeout_s))
     except client.ServerFailure as failure:
         connections.record_outcome(actor.workspace_id, connection_id, error=failure.message)
         return _Detailed(ToolOutcome(False, "", None, failure.message), failure.kind, failure.retry)

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from datetime import datetime
@@ -108,8 +109,12 @@ class Sidecar:
             if t not in self._worker_threads:
                 t.join(5)
         self.lease.release()
+        # The MCP servers workflow steps kept open; the module is loaded only if a step used a tool,
+        # and importing it here would load the MCP SDK into every sidecar for nothing.
+        sessions = sys.modules.get("engine.connectors.sessions")
+        closed = sessions.close_all() if sessions else 0
         self._started = False
-        log.info("Sidecar %s stopped", self.holder)
+        log.info("Sidecar %s stopped (%d MCP sessions closed)", self.holder, closed)
 
     def _spawn(self, target, name: str, *args, **kwargs) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, kwargs=kwargs, name=name, daemon=True)
