@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,11 @@ class Settings(BaseSettings):
     # The workflow python node runs only in bubblewrap's namespaces unless an admin knowingly allows
     # it without them (no network or file-system hiding then; see engine/workflows/python_sandbox.py).
     python_node_unisolated: bool = False
+
+    # Which MCP stdio servers workspace admins may start on this host (engine/connectors/policy.py):
+    # off, catalog (the catalog's commands, not those with host access) or any (custom commands too).
+    # Unset: any while self-hosted (billing off), catalog once billing is on.
+    mcp_stdio: Literal["off", "catalog", "any"] | None = None
 
     demo_seed: int = 20261122
     demo_rows: int | None = None  # ledger rows for the demo workspace; None: a small team's 90 days

@@ -10,7 +10,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.connectors import catalog as catalog_module
-from engine.connectors import connections
+from engine.connectors import connections, policy
 from pages import _common as ui
 
 actor = ui.actor()
@@ -125,9 +125,10 @@ with tab_mine:
             if tested is not None:
                 (st.success if tested.ok else st.error)(tested.message)
                 show_tools(tested.tools)
-            elif c.tool_count:
-                with st.expander(f"Tools listed {ui.local_time(c.tools_listed_at)}"):
-                    st.caption("Test again to refresh this list.")
+            elif c.tools:
+                st.caption(f"{len(c.tools)} tools, as listed {ui.local_time(c.tools_listed_at)}"
+                           + (" (Test again to refresh)" if can_manage else ""))
+                show_tools(c.tools)
             st.caption(f"In a workflow: `{{type: mcp, params: {{connection: {c.slug}, tool: <name>, arguments: {{…}}}}}}`")
 
 # --- the catalog -------------------------------------------------------------------------------
@@ -148,6 +149,10 @@ with tab_catalog:
             if e.mcp is not None:
                 where = e.mcp.url if e.mcp.transport == "http" else " ".join([e.mcp.command or "", *e.mcp.args])
                 st.caption(f"{e.mcp.transport}: `{where}`")
+                refused = e.mcp.transport == "stdio" and policy.refusal(e.name, custom=False, host_access=e.mcp.host_access)
+                if refused:
+                    st.caption(f":orange[Not available here.] {refused}")
+                    continue
                 if not can_manage:
                     continue
                 with st.expander(f"Connect {e.name}"):
@@ -181,7 +186,13 @@ with tab_custom:
     if not can_manage:
         st.info("Admins and owners add connectors.")
     else:
-        kind = st.radio("Server", ["stdio command", "Remote URL"], horizontal=True, key="custom_kind")
+        kinds = ["stdio command", "Remote URL"] if policy.allows_custom() else ["Remote URL"]
+        if not policy.allows_custom():
+            st.caption("This Meterbook runs only the catalog's stdio servers (the operator's METERBOOK_MCP_STDIO "
+                       f"is {policy.mode()}), so a custom connector is a remote URL.")
+        kind = st.radio("Server", kinds, horizontal=True, key="custom_kind")
+        st.caption("The command or URL is shown to every member of the workspace: put keys in the "
+                   "environment variables or headers, which are stored encrypted.")
         with st.form("custom_form"):
             name = st.text_input("Name", key="custom_name")
             if kind == "stdio command":

@@ -6,6 +6,7 @@ that reach the server but never the database in plaintext, bad input that stores
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -64,6 +65,10 @@ def boss(database):
 def remote():
     with http_server(token=HEADER_SECRET) as server:
         yield server
+
+
+def digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def stdio_connector(actor, name="Fake tools", **env):
@@ -133,11 +138,11 @@ def test_a_server_that_cannot_start_says_why(boss):
 
 def test_env_credentials_reach_the_child_but_never_the_database(boss, database):
     conn = stdio_connector(boss)
-    assert toolbox.call_tool(boss, conn.id, "env_value", {"name": "FAKE_SECRET"}).text == ENV_SECRET
+    assert toolbox.call_tool(boss, conn.id, "env_digest", {"name": "FAKE_SECRET"}).text == digest(ENV_SECRET)
     # Our own environment is not passed on: only the SDK's safe defaults and the connector's values.
     os.environ["METERBOOK_NOT_FOR_CHILDREN"] = "leak"
     try:
-        assert toolbox.call_tool(boss, conn.id, "env_value", {"name": "METERBOOK_NOT_FOR_CHILDREN"}).text == ""
+        assert toolbox.call_tool(boss, conn.id, "env_digest", {"name": "METERBOOK_NOT_FOR_CHILDREN"}).text == ""
     finally:
         del os.environ["METERBOOK_NOT_FOR_CHILDREN"]
     assert_not_stored(database, ENV_SECRET, hint="fak…7a2b")
@@ -147,7 +152,7 @@ def test_remote_server_gets_its_header_from_the_vault(boss, database, remote):
     conn = connections.create_custom(boss, name="Remote", url=remote.url, headers={"Authorization": f"Bearer {HEADER_SECRET}"})
     result = connections.test(boss, conn.id)
     assert result.ok and len(result.tools) == 8
-    assert toolbox.call_tool(boss, conn.id, "auth_seen", {}).text == f"Bearer {HEADER_SECRET}"
+    assert toolbox.call_tool(boss, conn.id, "auth_digest", {}).text == digest(f"Bearer {HEADER_SECRET}")
     assert toolbox.call_tool(boss, conn.id, "weather", {"city": "Lima"}).data["city"] == "Lima"
     slow = toolbox.call_tool(boss, conn.id, "slow", {"seconds": 30}, timeout_s=1)
     assert slow.error == "The Remote server did not answer within 1 s."
@@ -231,6 +236,11 @@ def test_bad_input_stores_nothing(boss):
         (dict(name="x", command="npx a", headers={"Authorization": "x"}), "not headers"),
         (dict(name="x", url="https://example.com/mcp", headers={"Bad Header": "x"}), "not a header name"),
         (dict(name="x", url="https://example.com/mcp", env={"A": "b"}), "not environment variables"),
+        # A credential in the URL or the command line would be stored in the clear and shown to members.
+        (dict(name="x", url="https://example.com/mcp?region=eu&api_key=abc123"), r"credential \(api_key=…\)"),
+        (dict(name="x", command="npx -y some-server --api-key abc123"), r"credential \(--api-key\)"),
+        (dict(name="x", command="npx -y some-server --token=abc123"), r"credential \(--token\)"),
+        (dict(name="x", command="npx -y some-server sk-live0123456789abcdef"), "a value shaped like a key"),
     ]
     for kwargs, message in cases:
         with pytest.raises(InvalidInput, match=message):

@@ -15,7 +15,7 @@ import pytest
 
 from engine.connectors import connections, sessions, toolbox
 from tests.factories import owner
-from tests.test_connectors import FAKE, assert_no_child_left, fake_children
+from tests.test_connectors import FAKE, assert_no_child_left, digest, fake_children
 from tests.waiting import until
 
 
@@ -52,7 +52,7 @@ def test_another_connection_or_a_changed_credential_gets_its_own_process(boss):
     assert len(fake_children()) == 2  # the same command and values, yet not one process for both
 
     connections.update_values(boss, conn.id, {"FAKE_SECRET": "second-secret-0002"})
-    assert toolbox.call_tool(boss, conn.id, "env_value", {"name": "FAKE_SECRET"}).text == "second-secret-0002"
+    assert toolbox.call_tool(boss, conn.id, "env_digest", {"name": "FAKE_SECRET"}).text == digest("second-secret-0002")
     assert len(fake_children()) == 3  # the old credential's process idles out; it is never used again
     assert sessions.close_all() == 3 and fake_children() == []
 

@@ -129,3 +129,24 @@ def test_a_viewer_sees_connections_but_cannot_change_them(boss):
     assert "**Fake tools**" in words(at)
     assert not [b for b in at.button if b.label in ("Test", "Delete", "Connect", "Add connector")]
     assert "Admins and owners add connectors." in words(at)
+
+
+def test_a_viewer_reads_the_tools_the_last_test_listed(boss):
+    conn = connections.create_custom(boss, name="Fake tools", command=FAKE)
+    assert connections.test(boss, conn.id).ok
+    member(boss, "viewer@example.com", "viewer")
+    at = open_page("viewer@example.com")
+    assert "8 tools, as listed" in words(at) and "Test again" not in words(at)
+    assert any(e.label.startswith("`weather`") for e in at.expander)
+
+
+def test_with_catalog_only_stdio_the_page_offers_what_this_instance_runs(boss, monkeypatch):
+    monkeypatch.setenv("METERBOOK_MCP_STDIO", "catalog")
+    get_settings.cache_clear()
+    at = open_page()
+    at.text_input(key="cat_q").input("filesystem").run()
+    assert "Not available here." in words(at) and "Connect Filesystem" not in [e.label for e in at.expander]
+    at.text_input(key="cat_q").input("time").run()
+    assert "Connect Time" in [e.label for e in at.expander]
+    assert at.radio(key="custom_kind").options == ["Remote URL"]
+    assert "a custom connector is a remote URL" in words(at)

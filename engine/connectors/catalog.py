@@ -65,6 +65,7 @@ class McpServer(_Strict):
     args: list[str] = Field(default_factory=list)
     url: str | None = None
     credentials: list[CredentialField] = Field(default_factory=list)
+    host_access: bool = False  # its purpose is this host's files, containers or browser (engine/connectors/policy.py)
 
     @model_validator(mode="after")
     def _shape(self) -> McpServer:
@@ -83,6 +84,8 @@ class McpServer(_Strict):
                 raise ValueError(f"url {self.url!r} is not an http(s) URL")
             if any(c.env for c in self.credentials):
                 raise ValueError("an http server takes headers, not environment variables")
+            if self.host_access:
+                raise ValueError("host_access is for stdio servers, which run on this host")
         targets = [c.target for c in self.credentials]
         if len(set(targets)) != len(targets):
             raise ValueError("a credential target (env or header) is listed twice")

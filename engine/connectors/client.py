@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,11 +74,15 @@ class CallResult:
 
 
 class ServerFailure(Exception):
-    """The server could not do what was asked; ``message`` is safe to show; ``retry`` whether another try may help."""
+    """The server could not do what was asked; ``message`` is safe to show; ``retry`` whether another try may help.
 
-    def __init__(self, message: str, *, kind: str, retry: bool):
+    ``sent``: the failure came after the request went out, so a tool may have acted anyway (a
+    caller with side effects should not repeat it on its own).
+    """
+
+    def __init__(self, message: str, *, kind: str, retry: bool, sent: bool = False):
         super().__init__(message)
-        self.message, self.kind, self.retry = message, kind, retry
+        self.message, self.kind, self.retry, self.sent = message, kind, retry, sent
 
 
 def list_tools(spec: ServerSpec) -> list[ToolInfo]:
@@ -131,8 +136,7 @@ def _run(spec: ServerSpec, work, *, call_timeout_s: float):
     try:
         return loop.run(lambda: _session(spec, work, call_timeout_s), deadline_s=deadline + 15)
     except loop.Abandoned:
-        raise ServerFailure(f"The {spec.label} server did not answer within {call_timeout_s:g} s.",
-                            kind="timeout", retry=True) from None
+        raise timed_out(spec, "call", call_timeout_s) from None
 
 
 async def _session(spec: ServerSpec, work, call_timeout_s: float):
@@ -192,7 +196,7 @@ def timed_out(spec: ServerSpec, phase: str, call_timeout_s: float) -> ServerFail
         return ServerFailure(f"The {spec.label} server did not start within {spec.start_timeout_s:g} s.",
                              kind="start_timeout", retry=True)
     return ServerFailure(f"The {spec.label} server did not answer within {call_timeout_s:g} s.",
-                         kind="timeout", retry=True)
+                         kind="timeout", retry=True, sent=True)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -208,6 +212,12 @@ def _where(spec: ServerSpec) -> str:
 
 def failure(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailure:
     """What went wrong with a session, in plain words, from the exception (group) it ended with."""
+    found = _failure(spec, exc, phase, call_timeout_s, statuses, stderr)
+    found.sent = phase == "call"
+    return found
+
+
+def _failure(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailure:
     leaves = _leaves(exc)
     first = next((e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())), leaves[0])
     said = f" It said: {stderr}" if stderr else ""
@@ -244,11 +254,19 @@ def failure(spec, exc, phase, call_timeout_s, statuses, stderr) -> ServerFailure
                          kind="protocol", retry=False)
 
 
-def stderr_tail(errlog) -> str:
+def stderr_size(errlog) -> int:
+    try:
+        return os.fstat(errlog.fileno()).st_size
+    except (OSError, ValueError):
+        return 0
+
+
+def stderr_tail(errlog, since: int = 0) -> str:
+    """The last line the server wrote to stderr after byte ``since`` (a kept-open session's earlier calls are not this one's)."""
     try:
         errlog.seek(0, 2)
         size = errlog.tell()
-        errlog.seek(max(0, size - 4000))
+        errlog.seek(max(since, size - 4000))
         text = errlog.read().decode("utf-8", "replace")
     except (OSError, ValueError):
         return ""
@@ -256,7 +274,12 @@ def stderr_tail(errlog) -> str:
     return lines[-1][-STDERR_TAIL:] if lines else ""
 
 
-def _clean(spec: ServerSpec, text: str) -> str:
+def scrub(spec: ServerSpec, text: str) -> str:
+    """``text`` without the spec's secret values or anything shaped like a key (a server may echo its token)."""
     for secret in spec.secrets():
         text = text.replace(secret, redaction.REDACTED)
-    return redaction.redact(text)[:1000]
+    return redaction.redact(text)
+
+
+def _clean(spec: ServerSpec, text: str) -> str:
+    return scrub(spec, text)[:1000]

@@ -16,14 +16,14 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import audit, db, redaction, vault
-from engine.connectors import catalog, client
+from engine.connectors import catalog, client, policy
 from engine.connectors.models import McpConnection
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
@@ -35,6 +35,9 @@ HEADER_NAME = catalog.HEADER_NAME
 MAX_VALUE = 8192
 MAX_ERROR = 500
 # Variables a custom connector may not set: they change what runs, not what it is told.
+# A query parameter or command-line flag by these names holds a credential, which would then be
+# stored in the clear and shown to every member: refused, with where to put it instead.
+SECRET_NAME = re.compile(r"(?i)(^|[-_])(api[-_]?key|apikey|key|token|secret|password|passwd|pwd|auth|signature|sig)$")
 FORBIDDEN_ENV = {"PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONPATH", "NODE_OPTIONS", "HOME"}
 
 
@@ -64,6 +67,7 @@ class ConnectionView:
     fields: list[FieldView]
     enabled: bool
     tool_count: int | None
+    tools: list[client.ToolInfo]  # the last listing (what Test found), for everyone to read
     tools_listed_at: datetime | None
     last_used_at: datetime | None
     last_error: str | None
@@ -99,7 +103,8 @@ def _view(c: McpConnection) -> ConnectionView:
                                 f.get("required", True), f.get("scheme", ""), f.get("placeholder", ""),
                                 f.get("vendor_name", ""), shown))
     return ConnectionView(c.id, c.slug, c.name, c.catalog_key, c.transport, c.command, list(c.args or []), c.url,
-                          fields, c.enabled, len(c.tools) if c.tools is not None else None, c.tools_listed_at,
+                          fields, c.enabled, len(c.tools) if c.tools is not None else None, stored_tools(c) or [],
+                          c.tools_listed_at,
                           c.last_used_at, c.last_error, c.last_error_at, c.created_at)
 
 
@@ -151,7 +156,23 @@ def _check_url(url: str) -> str:
                            "for example https://mcp.example.com/mcp.")
     if parts.username or parts.password:
         raise InvalidInput("Put credentials in a header, not in the URL.")
+    named = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True) if SECRET_NAME.search(k)]
+    if named or redaction.redact(url) != url:
+        raise InvalidInput(f"The URL carries a credential{f' ({named[0]}=…)' if named else ''}; it would be stored and "
+                           "shown in the clear. Put it in a header below (for example Authorization: Bearer …).")
     return url
+
+
+def _check_argv(argv: list[str]) -> None:
+    for i, arg in enumerate(argv):
+        flag, _, inline = arg.lstrip("-").partition("=")
+        is_flag = arg.startswith("-") and SECRET_NAME.search(flag)
+        has_value = inline or (i + 1 < len(argv) and not argv[i + 1].startswith("-"))
+        if (is_flag and has_value) or redaction.redact(arg) != arg:
+            what = arg.split("=", 1)[0] if is_flag else "a value shaped like a key"  # never the value itself
+            raise InvalidInput(f"The command carries a credential ({what}); it would be stored "
+                               "and shown in the clear, and visible in the process list. Give it as an "
+                               "environment variable below instead (most servers read their key from one).")
 
 
 def _split_values(fields: list[dict], values: dict[str, str], *, keep: dict[str, str] | None = None):
@@ -188,7 +209,13 @@ def _store_secrets(s: Session, c: McpConnection, secrets_: dict[str, str]) -> No
 def _secrets(s: Session, c: McpConnection) -> dict[str, str]:
     if c.secret_ciphertext is None:
         return {}
-    values = json.loads(vault.decrypt_secret(s, _binding(c), c.secret_ciphertext, c.secret_nonce))
+    try:
+        values = json.loads(vault.decrypt_secret(s, _binding(c), c.secret_ciphertext, c.secret_nonce))
+    except vault.SecretUnreadable:
+        raise vault.SecretUnreadable(
+            f"The stored credentials of the connector {c.name!r} cannot be decrypted (they were altered, or "
+            "copied from another workspace). Enter them again with Change credentials on the Connectors page."
+        ) from None
     for v in values.values():
         redaction.register_secret(v)  # each value alone, so a log line holding one is scrubbed too
     return values
@@ -202,6 +229,8 @@ def connect(actor: Actor, catalog_key: str, values: dict[str, str] | None = None
     entry = catalog.load().get(catalog_key)
     if entry.mcp is None:
         raise InvalidInput(f"{entry.name} has no MCP server; use its preset with the workflow http node.")
+    if entry.mcp.transport == "stdio":
+        policy.check_stdio(entry.name, custom=False, host_access=entry.mcp.host_access)
     fields = [f.model_dump(exclude_none=True) for f in entry.mcp.credentials]
     secrets_, settings = _split_values(fields, dict(values or {}))
     return _create(actor, name=_name(name or entry.name), catalog_key=entry.key, transport=entry.mcp.transport,
@@ -225,12 +254,14 @@ def create_custom(
     fields: list[dict[str, Any]] = []
     secrets_: dict[str, str] = {}
     if command:
+        policy.check_stdio(name, custom=True, host_access=False)
         try:
             argv = shlex.split(command)
         except ValueError as exc:
             raise InvalidInput(f"The command cannot be read: {exc}.") from None
         if not argv or not argv[0].strip():
             raise InvalidInput("The command is empty.")
+        _check_argv(argv)
         if headers:
             raise InvalidInput("A stdio server takes environment variables, not headers.")
         for key, value in (env or {}).items():
@@ -267,6 +298,8 @@ def create_custom(
 def _create(actor, *, name, catalog_key, transport, command, args, url, fields, secrets_, settings) -> ConnectionView:
     from engine.billing import limits
 
+    with db.read_session() as s:
+        authorize(s, actor, "connector.manage")  # a viewer hears "not allowed", not "upgrade your plan"
     limits.require_feature(actor.workspace_id, "mcp_connectors")
     with db.transaction() as s:
         authorize(s, actor, "connector.manage")
@@ -363,9 +396,21 @@ def server_spec(s: Session, workspace_id: int, connection_id: int) -> tuple[McpC
             if h and h in secrets_:
                 headers[h] = f"{f['scheme']} {secrets_[h]}" if f.get("scheme") else secrets_[h]
         return c, client.ServerSpec(c.name, "http", url=c.url, headers=headers)
+    entry = _catalog_entry(c.catalog_key)
+    policy.check_stdio(c.name, custom=entry is None, host_access=bool(entry and entry.mcp and entry.mcp.host_access))
     args = tuple(catalog.PLACEHOLDER.sub(lambda m: settings.get(m.group(1), ""), a) for a in c.args or [])
     env = {**settings, **{k: v for k, v in secrets_.items()}}
     return c, client.ServerSpec(c.name, "stdio", command=c.command, args=args, env=env, hidden=tuple(secrets_.values()))
+
+
+def _catalog_entry(key: str | None) -> catalog.Entry | None:
+    """The row's catalog entry, or None for a custom server (or one whose entry has left the catalog)."""
+    if key is None:
+        return None
+    try:
+        return catalog.load().get(key)
+    except InvalidInput:
+        return None
 
 
 def record_outcome(workspace_id: int, connection_id: int, *, error: str | None,
@@ -387,7 +432,7 @@ def record_outcome(workspace_id: int, connection_id: int, *, error: str | None,
                                               McpConnection.workspace_id == workspace_id).values(**values))
 
 
-def stored_tools(s: Session, c: McpConnection) -> list[client.ToolInfo] | None:
+def stored_tools(c: McpConnection) -> list[client.ToolInfo] | None:
     if c.tools is None:
         return None
     return [client.ToolInfo(t["name"], t.get("description", ""), t.get("input_schema", {})) for t in c.tools]

@@ -108,11 +108,12 @@ def _sync(spec: client.ServerSpec, call_timeout_s: float, make: Callable[[], Awa
 async def _on_session(scope: Scope, spec: client.ServerSpec, work: Callable[[Client], Awaitable[T]],
                       call_timeout_s: float) -> T:
     session = await _checkout(scope, spec, call_timeout_s)
+    since = client.stderr_size(session.errlog)
     try:
         with anyio.fail_after(call_timeout_s):
             result = await work(session.client)
     except BaseException as exc:  # noqa: BLE001 - every failure of a foreign server becomes words
-        said = client.stderr_tail(session.errlog)
+        said = client.stderr_tail(session.errlog, since)
         await _close(session)
         if isinstance(exc, (KeyboardInterrupt, SystemExit, anyio.get_cancelled_exc_class())):
             raise
@@ -238,6 +239,10 @@ async def _count() -> int:
 
 async def _close_all() -> int:
     _forget_after_fork()
+    reaper = _state["reaper"]
+    if reaper is not None:
+        reaper.cancel()  # nothing left to reap; the next check-in starts one with the current timings
+        _state["reaper"] = None
     everyone = [s for group in _idle.values() for s in group]
     await asyncio.gather(*(_close(s) for s in everyone))
     return len(everyone)

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
-from engine import db
+from engine import db, vault
 from engine.connectors import client, connections, sessions
 from engine.dbtypes import utcnow
-from engine.errors import InvalidInput
+from engine.errors import InvalidInput, NotFound, PermissionDenied
 from engine.permissions import Actor, authorize
 
 log = logging.getLogger(__name__)
 
 TOOLS_FRESH_S = 600
+STOP_S = 10.0  # closing a stuck stdio server (the SDK: stdin, 2 s, SIGTERM, 2 s, SIGKILL) and a margin
 MAX_TIMEOUT_S = 600
 QUALIFIED = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -55,22 +56,29 @@ def qualify(slug: str, name: str) -> str:
 
 
 def tools_for(actor: Actor, connection_ids: list[int]) -> list[Tool]:
-    """The tools of the enabled connections among ``connection_ids`` (others are left out).
+    """The tools of the usable connections among ``connection_ids``; the others are left out.
 
-    A connection whose server cannot be listed right now contributes no tools; its error is kept
-    on the row for the Connectors page.
+    Left out: disabled, deleted, refused by the instance's stdio policy, credentials unreadable, or
+    a server that cannot be listed right now (its error is kept on the row for the Connectors page).
     """
     tools: list[Tool] = []
     seen: set[str] = set()
     fresh_after = utcnow() - timedelta(seconds=TOOLS_FRESH_S)
+    with db.read_session() as s:
+        authorize(s, actor, "workspace.read")
     for connection_id in dict.fromkeys(connection_ids):
-        with db.read_session() as s:
-            authorize(s, actor, "workspace.read")
-            row, spec = connections.server_spec(s, actor.workspace_id, connection_id)
-            if not row.enabled:
-                continue
-            slug = row.slug
-            listed = connections.stored_tools(s, row) if row.tools_listed_at and row.tools_listed_at > fresh_after else None
+        try:
+            with db.read_session() as s:
+                row, spec = connections.server_spec(s, actor.workspace_id, connection_id)
+                if not row.enabled:
+                    continue
+                slug = row.slug
+                listed = connections.stored_tools(row) if row.tools_listed_at and row.tools_listed_at > fresh_after else None
+        except (NotFound, PermissionDenied, vault.SecretUnreadable) as unusable:
+            # Deleted since the conversation chose it, refused by this instance's stdio policy, or its
+            # credentials unreadable: the chat goes on without its tools rather than failing every turn.
+            log.info("Connector %s left out of a tool list: %s", connection_id, unusable)
+            continue
         if listed is None:
             try:
                 listed = sessions.list_tools((actor.workspace_id, connection_id), spec)
@@ -93,14 +101,20 @@ class _Detailed:
     outcome: ToolOutcome
     kind: str | None  # None: ok; "tool_error": the tool answered isError; else the ServerFailure kind
     retry: bool
+    sent: bool = False  # it failed after the call went out: the tool may have acted
 
 
 def call_tool(actor: Actor, connection_id: int, name: str, arguments: dict, *, timeout_s: float = 30) -> ToolOutcome:
     return call_detailed(actor, connection_id, name, arguments, timeout_s=timeout_s).outcome
 
 
-def call_detailed(actor: Actor, connection_id: int, name: str, arguments: dict, *, timeout_s: float = 30) -> _Detailed:
-    """``call_tool`` with what failed and whether another try may help (for the workflow node)."""
+def call_detailed(actor: Actor, connection_id: int, name: str, arguments: dict, *, timeout_s: float = 30,
+                  within_s: float | None = None) -> _Detailed:
+    """``call_tool`` with what failed and whether another try may help (for the workflow node).
+
+    ``within_s``: starting the server, the call and closing a stuck server all fit in it (a
+    workflow step's timeout), so a caller never gives up on a call still running and runs it again.
+    """
     if not isinstance(arguments, dict):
         raise InvalidInput("A tool's arguments are a JSON object (a mapping of names to values).")
     if not isinstance(name, str) or not name.strip():
@@ -112,16 +126,27 @@ def call_detailed(actor: Actor, connection_id: int, name: str, arguments: dict, 
         row, spec = connections.server_spec(s, actor.workspace_id, connection_id)
         if not row.enabled:
             raise InvalidInput(f"The connector {row.name!r} is disabled; enable it on the Connectors page.")
+    if within_s is not None:
+        spec, timeout_s = _fit_in(spec, float(timeout_s), float(within_s))
     try:
         result = sessions.call_tool((actor.workspace_id, connection_id), spec, name, arguments,
                                     timeout_s=float(timeout_s))
     except client.ServerFailure as failure:
         connections.record_outcome(actor.workspace_id, connection_id, error=failure.message)
-        return _Detailed(ToolOutcome(False, "", None, failure.message), failure.kind, failure.retry)
+        return _Detailed(ToolOutcome(False, "", None, failure.message), failure.kind, failure.retry, failure.sent)
+    text = client.scrub(spec, result.text)  # it goes to a model, a transcript, a step's output
     if result.is_error:
-        words = result.text.strip() or "it gave no reason"
+        words = text.strip() or "it gave no reason"
         message = f"The {spec.label} tool {name!r} failed: {words}"[:2000]
         connections.record_outcome(actor.workspace_id, connection_id, error=None)  # the server itself worked
-        return _Detailed(ToolOutcome(False, result.text, result.data, message), "tool_error", False)
+        return _Detailed(ToolOutcome(False, text, result.data, message), "tool_error", False, True)
     connections.record_outcome(actor.workspace_id, connection_id, error=None)
-    return _Detailed(ToolOutcome(True, result.text, result.data, None), None, False)
+    return _Detailed(ToolOutcome(True, text, result.data, None), None, False)
+
+
+def _fit_in(spec: client.ServerSpec, call_s: float, within_s: float) -> tuple[client.ServerSpec, float]:
+    """Start and call timeouts that, with closing a stuck server, add up to no more than ``within_s``."""
+    budget = max(2.0, within_s - STOP_S)
+    start_s = min(spec.start_timeout_s, budget / 2)
+    call_s = min(call_s, budget - start_s)
+    return replace(spec, start_timeout_s=min(spec.start_timeout_s, budget - call_s)), call_s

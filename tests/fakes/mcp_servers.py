@@ -1,9 +1,10 @@
 """Real MCP servers for the connector tests, written with the ``mcp`` SDK's server API (MCPServer).
 
 Tools: ``echo``, ``add``, ``weather`` (structured output), ``slow`` (sleeps), ``fail`` (raises,
-so the SDK answers a tool error), ``die`` (the process exits mid-call), ``env_value`` (reads
-one environment variable: how a test sees a vault credential arrive) and ``auth_seen`` (the
-Authorization header of the HTTP request, over HTTP).
+so the SDK answers a tool error), ``die`` (the process exits mid-call), ``env_digest`` (the
+SHA-256 of one environment variable: how a test sees a vault credential arrive) and ``auth_digest``
+(the SHA-256 of the HTTP request's Authorization header). Digests, not values: Meterbook scrubs a
+connection's own secrets from what its tools answer.
 
     python -m tests.fakes.mcp_servers stdio
     python -m tests.fakes.mcp_servers http PORT [--token TOKEN]
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import contextvars
+import hashlib
 import os
 import socket
 import subprocess
@@ -78,18 +80,21 @@ def die() -> str:
     os._exit(3)
 
 
-@server.tool(description="The value of one environment variable, or an empty text.", structured_output=False)
-def env_value(name: str) -> str:
-    return os.environ.get(name, "")
+@server.tool(description="The SHA-256 of one environment variable's value, or an empty text when it is unset.",
+             structured_output=False)
+def env_digest(name: str) -> str:
+    value = os.environ.get(name)
+    return "" if value is None else hashlib.sha256(value.encode()).hexdigest()
 
 
-@server.tool(description="The Authorization header this request came with (HTTP only).", structured_output=False)
-def auth_seen() -> str:
-    return _auth_header.get()
+@server.tool(description="The SHA-256 of the Authorization header this request came with (HTTP only).",
+             structured_output=False)
+def auth_digest() -> str:
+    return hashlib.sha256(_auth_header.get().encode()).hexdigest()
 
 
 def _require_token(app, token: str | None):
-    """ASGI middleware: 401 unless the bearer token matches; remembers the header for auth_seen."""
+    """ASGI middleware: 401 unless the bearer token matches; remembers the header for auth_digest."""
 
     async def guarded(scope, receive, send):
         if scope["type"] != "http":

@@ -1,9 +1,12 @@
 """The mcp node: call one tool of a connected MCP server with templated arguments.
 
 The output is the tool's structured content when the server sends it, else its text. A server
-that timed out, died or could not be reached fails the step with retry (the node's retries and
-``on_error`` apply); a tool that answered with an error, a missing or disabled connector and a
-refused credential fail it without retry. A dry run names the call and does not make it.
+that could not be started or reached fails the step with retry (the node's retries and
+``on_error`` apply); one that timed out or died after the call went out fails it without retry,
+since the tool may have acted; so do a tool that answered with an error, a missing or disabled
+connector and a refused credential. Starting, calling and closing fit in the step's timeout, so
+the executor never abandons a call that is still running. A dry run names the call and does not
+make it.
 """
 
 from __future__ import annotations
@@ -32,15 +35,17 @@ def run_mcp(ctx: NodeContext, p: McpParams) -> NodeResult:
     if ctx.dry_run:
         return NodeResult({"dry_run": True, "connection": p.connection, "tool": p.tool, "arguments": p.arguments})
     try:
-        done = toolbox.call_detailed(ctx.actor, connection_id, p.tool, p.arguments,
-                                     timeout_s=min(p.timeout_s, ctx.timeout_s))
+        done = toolbox.call_detailed(ctx.actor, connection_id, p.tool, p.arguments, timeout_s=p.timeout_s,
+                                     within_s=ctx.timeout_s)
     except MeterbookError as exc:
         raise NodeFailed(str(exc), retry=False) from None
     outcome = done.outcome
-    log = f"mcp {p.connection}.{p.tool} → {'ok' if outcome.ok else done.kind}"
     if not outcome.ok:
-        raise NodeFailed(outcome.error or "The tool failed.", retry=done.retry)
-    return NodeResult(outcome.data if outcome.data is not None else outcome.text, logs=log)
-
+        message = outcome.error or "The tool failed."
+        if done.retry and done.sent:
+            # A step with side effects is not repeated when the tool may already have acted.
+            message += " Not retried: the call had gone out, so the tool may have acted; check before running it again."
+        raise NodeFailed(message, retry=done.retry and not done.sent)
+    return NodeResult(outcome.data if outcome.data is not None else outcome.text, logs=f"mcp {p.connection}.{p.tool} → ok")
 
 register(NodeType("mcp", McpParams, run_mcp, side_effects=True, summary="a tool of a connected MCP server"))
