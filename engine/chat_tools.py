@@ -31,9 +31,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine import conversations as conv, db, generation
+from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError
-from engine.models import Conversation, ConversationMessage, LedgerEntry
+from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
 from providers.base import Message, ToolSpec
 

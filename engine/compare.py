@@ -30,9 +30,10 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from engine import conversations, db, generation, routes
+from engine.chat_models import AnswerRating
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import AnswerRating, LedgerEntry
+from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
 
 log = logging.getLogger(__name__)

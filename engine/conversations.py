@@ -35,9 +35,10 @@ from sqlalchemy.orm import Session
 
 import providers
 from engine import audit, connections, db, generation, router, routes, tokens
+from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import Conversation, ConversationMessage, LedgerEntry, ProviderConnection, RouteTarget
+from engine.models import LedgerEntry, ProviderConnection, RouteTarget
 from engine.permissions import Actor, authorize
 from providers.base import Message
 

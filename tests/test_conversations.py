@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from engine import conversations, db, guards, routes
+from engine.chat_models import ConversationMessage
 from engine.errors import InvalidInput, NotFound, PermissionDenied
-from engine.models import AuditEvent, ConversationMessage, LedgerEntry, ProviderConnection, RouteTarget
+from engine.models import AuditEvent, LedgerEntry, ProviderConnection, RouteTarget
 from engine.router import NoRoute
 from providers.base import BadRequest, Result, TruncatedStream, Usage
 from tests import scripted_provider as scripted
