@@ -1,8 +1,8 @@
 """The chat and compare tables (migration 0005): conversations, their messages, ratings of answers.
 
-Only the Chat and Compare services read them (``engine.conversations``, ``engine.chat_tools``,
-``engine.compare``); what an answer cost is its ledger row's, which a message and a rating
-point to.
+Only the Chat and Compare services use them (``engine.conversations``, ``chat_context``,
+``chat_tools``, ``compare``); what an answer cost is its ledger row's, which a message and a
+rating point to.
 """
 
 from __future__ import annotations

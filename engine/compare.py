@@ -29,7 +29,7 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from engine import conversations, db, generation, routes
+from engine import chat_context, conversations, db, generation, routes
 from engine.chat_models import AnswerRating
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
@@ -169,7 +169,7 @@ def start(actor: Actor, prompt: str, targets: list[str], *, system: str | None =
                            "text models. Choose from the list, or add models under Providers.")
     if max_tokens is not None:
         for target in targets:
-            max_tokens = conversations.check_max_tokens(actor, target, max_tokens)
+            max_tokens = chat_context.check_max_tokens(actor, target, max_tokens)
     system = (system or "").strip() or None
     group = uuid.uuid4().hex[:16]
     lanes, streams = [], []
