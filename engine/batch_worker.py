@@ -22,12 +22,12 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine import db, generation, router
+from engine.batch_models import Batch, BatchRow
 from engine.batches import (
     ACTIVE, FETCH, FINISHED, HEARTBEAT_EVERY, LOST, RATE_LIMIT_RETRIES, STALE_AFTER, BatchSettings, _request,
 )
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, MeterbookError, PermissionDenied
-from engine.models import Batch, BatchRow
 from engine.permissions import Actor
 from engine.reservations import BudgetExceeded
 from providers.base import RateLimited

@@ -41,9 +41,10 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine import audit, db, generation, pricing, router, tokens
+from engine.batch_models import Batch, BatchRow
 from engine.dbtypes import to_money, utcnow
 from engine.errors import InvalidInput, NotFound
-from engine.models import Batch, BatchRow, ProviderConnection, User
+from engine.models import ProviderConnection, User
 from engine.permissions import Actor, authorize
 from providers.base import Message, Request, Usage
 

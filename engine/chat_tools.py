@@ -30,10 +30,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine import conversations as conv, db, generation
+from engine import chat_context, conversations as conv, db, generation
+from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError
-from engine.models import Conversation, ConversationMessage, LedgerEntry
+from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
 from providers.base import Message, ToolSpec
 
@@ -244,17 +245,17 @@ def send(actor: Actor, conversation_id: int, text: str, *, toolbox=None, cap: in
         authorize(s, actor, "generate")
         c = conv._load(s, actor, conversation_id)
         s.expunge(c)
-        turns = conv._turns(conv._messages(s, c.id))
-        target = conv._route_target(s, actor.workspace_id, c.target)
+        turns = chat_context.answered_turns(conv._messages(s, c.id))
+        target = chat_context.route_target(s, actor.workspace_id, c.target)
     if not c.tool_connections:
         raise InvalidInput("This conversation has no tools enabled; enable a connection's tools first.")
     toolbox = toolbox or _toolbox()
     tools = toolbox.tools_for(actor, list(c.tool_connections))
     if not tools:
         raise InvalidInput("None of the enabled connections offers a tool right now (disabled, or no tools listed).")
-    window = conv._window_of(actor.workspace_id, target)
+    window = chat_context.window_of(actor.workspace_id, target)
     reserved = c.max_tokens or generation.DEFAULT_MAX_TOKENS
-    prompt = conv._fit(c.system_prompt, turns, Message("user", text), target, window, reserved)
+    prompt = chat_context.fit(c.system_prompt, turns, Message("user", text), target, window, reserved)
     return _Loop(actor, c, text, toolbox, cap).run(prompt.messages, tools)
 
 

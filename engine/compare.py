@@ -29,10 +29,11 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from engine import conversations, db, generation, routes
+from engine import chat_context, conversations, db, generation, routes
+from engine.chat_models import AnswerRating
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import AnswerRating, LedgerEntry
+from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def start(actor: Actor, prompt: str, targets: list[str], *, system: str | None =
                            "text models. Choose from the list, or add models under Providers.")
     if max_tokens is not None:
         for target in targets:
-            max_tokens = conversations.check_max_tokens(actor, target, max_tokens)
+            max_tokens = chat_context.check_max_tokens(actor, target, max_tokens)
     system = (system or "").strip() or None
     group = uuid.uuid4().hex[:16]
     lanes, streams = [], []

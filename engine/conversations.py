@@ -5,10 +5,9 @@ Its settings (target, system prompt, temperature, max tokens) apply to the next 
 the model can be switched mid-conversation: each answer keeps the target that gave it.
 
 Sending a turn (``send``) goes through ``engine.generation.stream`` like every other call.
-The history sent with the new message is trimmed, oldest turns first, to fit the model's
-context window when that window is known (from the route target's setting, else the
-provider's model list); when it is not known the whole history is sent and ``ContextUsage``
-says so. What is stored follows what reached a vendor:
+The history sent with the new message is trimmed to fit the model's context window by
+``engine.chat_context``, which also says how much of the window a prompt takes. What is
+stored follows what reached a vendor:
 
 * the call is refused before any vendor answered (bad input, no route, a budget, a refused
   connection): nothing is stored and the error is raised, so the page can keep the draft;
@@ -21,9 +20,6 @@ says so. What is stored follows what reached a vendor:
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,23 +29,19 @@ from decimal import Decimal
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-import providers
-from engine import audit, connections, db, generation, router, routes, tokens
+from engine import audit, chat_context, db, generation, routes
+from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import Conversation, ConversationMessage, LedgerEntry, ProviderConnection, RouteTarget
+from engine.models import LedgerEntry, ProviderConnection
 from engine.permissions import Actor, authorize
 from providers.base import Message
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TITLE = "New conversation"
 MAX_TITLE = 200
 TITLE_FROM_MESSAGE = 60  # an untitled conversation is named after the start of its first message
 MAX_MESSAGE_CHARS = 100_000
 MAX_SYSTEM_CHARS = 20_000
-MAX_TOKENS_LIMIT = 1_000_000  # the generation path's own bound
-MODEL_LIST_TTL_S = 300.0  # how long a provider's model list (and a failure to get it) is reused
 NOT_FOUND = "That conversation does not exist (it may have been deleted)."
 
 
@@ -104,35 +96,6 @@ class ConversationView:
     created_at: datetime
     updated_at: datetime
     tool_connections: tuple[int, ...] = ()  # MCP connections whose tools the model may call
-
-
-@dataclass(frozen=True)
-class Window:
-    """A model's context window in tokens, and where that figure came from; None when unknown."""
-
-    tokens: int | None
-    source: str | None  # "the route settings" or "the provider's model list"
-
-
-@dataclass(frozen=True)
-class ContextUsage:
-    """How much of the model's context window the conversation's next prompt takes."""
-
-    target: str | None  # the model the figures are for; None when no model is set up
-    window: Window
-    prompt_tokens: int  # system prompt and the history that would be sent
-    exact: bool  # counted with the vendor's own tokenizer
-    turns_sent: int
-    turns_total: int
-    reserved_output: int  # max tokens kept free for the answer
-
-    @property
-    def fraction(self) -> float | None:
-        return None if not self.window.tokens else self.prompt_tokens / self.window.tokens
-
-    @property
-    def trimmed(self) -> int:
-        return self.turns_total - self.turns_sent
 
 
 @dataclass(frozen=True)
@@ -212,137 +175,8 @@ def _settings(actor: Actor, target: str | None, system_prompt: str | None, tempe
         if not 0 <= temperature <= 2:
             raise InvalidInput("Temperature must be between 0 and 2.")
     if max_tokens is not None:
-        max_tokens = check_max_tokens(actor, target, max_tokens)
+        max_tokens = chat_context.check_max_tokens(actor, target, max_tokens)
     return _Settings(target, system_prompt, temperature, max_tokens)
-
-
-def check_max_tokens(actor: Actor, target: str | None, max_tokens) -> int:
-    """A whole number within the generation path's bound and, when known, below the model's window."""
-    try:
-        n = int(max_tokens)
-    except (TypeError, ValueError):
-        n = 0
-    if isinstance(max_tokens, float) and not max_tokens.is_integer():
-        n = 0
-    if not 0 < n <= MAX_TOKENS_LIMIT:
-        raise InvalidInput(f"Max tokens must be a whole number between 1 and {MAX_TOKENS_LIMIT:,}.")
-    label, window = context_window(actor, target)
-    if window.tokens is not None and n >= window.tokens:
-        raise InvalidInput(f"Max tokens ({n:,}) does not fit {label}'s context window of {window.tokens:,} tokens "
-                           f"(from {window.source}), which must also hold the prompt. Choose fewer.")
-    return n
-
-
-# --- context windows ----------------------------------------------------------------------
-
-
-_model_lists: dict[tuple[int, int, str], tuple[float, dict[str, int | None]]] = {}
-_model_lists_lock = threading.Lock()
-
-
-def _listed_windows(workspace_id: int, target: router.Target) -> dict[str, int | None]:
-    """The provider's model list as {model: window}, kept for a while: it may be an HTTP call."""
-    key = (workspace_id, target.connection_id, target.version)
-    now = time.monotonic()
-    with _model_lists_lock:
-        cached = _model_lists.get(key)
-        if cached and now - cached[0] < MODEL_LIST_TTL_S:
-            return cached[1]
-    try:
-        view, config = connections.provider_config(None, workspace_id, target.connection_id)
-        listed = {m.id: m.context_window for m in providers.build(view.provider_type, config, name=view.name).models()}
-    except Exception as exc:  # a list we cannot get is an unknown window, not a failed page
-        log.info("Could not list the models of %s: %s", target.connection_name, type(exc).__name__)
-        listed = {}
-    with _model_lists_lock:
-        for stale in [k for k, (at, _) in _model_lists.items() if now - at >= MODEL_LIST_TTL_S]:
-            del _model_lists[stale]
-        _model_lists[key] = (now, listed)
-    return listed
-
-
-def _route_target(s: Session, workspace_id: int, label: str | None) -> router.Target | None:
-    """The target a call would go to: the one named, else the first of the text route."""
-    if label is None:
-        targets = router.load_targets(s, workspace_id, "text")
-        return targets[0] if targets else None
-    name, _, model = label.partition("/")
-    row = s.execute(
-        select(ProviderConnection, RouteTarget)
-        .outerjoin(RouteTarget, and_(RouteTarget.connection_id == ProviderConnection.id, RouteTarget.kind == "text",
-                                     RouteTarget.model == model))
-        .where(ProviderConnection.workspace_id == workspace_id, ProviderConnection.name == name)
-    ).first()
-    return router.target_for(row[0], model, row[1]) if row else None
-
-
-def _window_of(workspace_id: int, target: router.Target | None) -> Window:
-    if target is None:
-        return Window(None, None)
-    if target.context_window:
-        return Window(target.context_window, "the route settings")
-    listed = _listed_windows(workspace_id, target).get(target.model)
-    return Window(listed, "the provider's model list") if listed else Window(None, None)
-
-
-def context_window(actor: Actor, target: str | None) -> tuple[str, Window]:
-    """The label of the model a call to ``target`` (None: the route) goes to first, and its window."""
-    with db.read_session() as s:
-        authorize(s, actor, "workspace.read")
-        resolved = _route_target(s, actor.workspace_id, target)
-    label = resolved.label if resolved else (target or "the route")
-    return label, _window_of(actor.workspace_id, resolved)
-
-
-# --- building the prompt ------------------------------------------------------------------
-
-
-def _turns(messages: list[ConversationMessage]) -> list[tuple[Message, Message]]:
-    """User messages with the answer they got; a failed answer (no words) leaves its question out."""
-    turns = []
-    for question, answer in zip(messages, messages[1:]):
-        if (question.role == "user" and answer.role == "assistant" and answer.content
-                and answer.status in ("ok", "cancelled")):
-            turns.append((Message("user", question.content), Message("assistant", answer.content)))
-    return turns
-
-
-@dataclass(frozen=True)
-class _Prompt:
-    messages: tuple[Message, ...]
-    tokens: int
-    exact: bool
-    turns_sent: int
-    turns_total: int
-
-
-def _fit(system: str | None, turns: list[tuple[Message, Message]], new: Message | None, target: router.Target | None,
-         window: Window, max_tokens: int) -> _Prompt:
-    """Drop the oldest turns until the prompt and ``max_tokens`` of answer fit the window (when known)."""
-    model = target.model if target else "gpt-4o"
-    exact = target is not None and target.price_provider in tokens.EXACT_FOR
-
-    def size(m: Message) -> int:
-        return tokens.count(m.content, model) + tokens.PER_MESSAGE
-
-    fixed = tokens.REPLY_PRIMING + (tokens.count(system, model) + tokens.PER_MESSAGE if system else 0)
-    fixed += size(new) if new else 0
-    sizes = [size(q) + size(a) for q, a in turns]
-    used, keep = fixed + sum(sizes), len(turns)
-    if window.tokens is not None:
-        room = window.tokens - max_tokens
-        if new is not None and fixed > room:
-            what = "Your message" + (" with the system prompt" if system else "")
-            raise InvalidInput(
-                f"{what} takes about {fixed:,} tokens; with {max_tokens:,} kept for the answer it does not fit "
-                f"{target.label}'s context window of {window.tokens:,} tokens. Shorten it, or lower max tokens "
-                "in the model settings.")
-        while keep and used > room:
-            used -= sizes[len(turns) - keep]
-            keep -= 1
-    kept = turns[len(turns) - keep:] if keep else []
-    messages = tuple(m for pair in kept for m in pair) + ((new,) if new else ())
-    return _Prompt(messages, used, exact, keep, len(turns))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -407,18 +241,18 @@ def list_conversations(actor: Actor, search: str = "") -> list[ConversationSumma
             for c, count, total, unpriced in rows]
 
 
-def context_usage(actor: Actor, conversation_id: int) -> ContextUsage:
+def context_usage(actor: Actor, conversation_id: int) -> chat_context.ContextUsage:
     """What the next prompt would take of the model's window, before the new message is added."""
     with db.read_session() as s:
         authorize(s, actor, "workspace.read")
         c = _load(s, actor, conversation_id)
-        turns = _turns(_messages(s, c.id))
-        target = _route_target(s, actor.workspace_id, c.target)
+        turns = chat_context.answered_turns(_messages(s, c.id))
+        target = chat_context.route_target(s, actor.workspace_id, c.target)
         system, max_tokens = c.system_prompt, c.max_tokens or generation.DEFAULT_MAX_TOKENS
-    window = _window_of(actor.workspace_id, target)
-    prompt = _fit(system, turns, None, target, window, max_tokens)
-    return ContextUsage(target.label if target else c.target, window, prompt.tokens, prompt.exact, prompt.turns_sent,
-                        prompt.turns_total, max_tokens)
+    window = chat_context.window_of(actor.workspace_id, target)
+    prompt = chat_context.fit(system, turns, None, target, window, max_tokens)
+    return chat_context.ContextUsage(target.label if target else c.target, window, prompt.tokens, prompt.exact,
+                                     prompt.turns_sent, prompt.turns_total, max_tokens)
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -493,7 +327,7 @@ class ChatTurn:
     """
 
     def __init__(self, actor: Actor, conversation_id: int | None, text: str, stream: generation.GenerationStream,
-                 request_id: str, target: str | None, context: ContextUsage):
+                 request_id: str, target: str | None, context: chat_context.ContextUsage):
         self._actor = actor
         self._text = text
         self._stream = stream
@@ -614,17 +448,18 @@ def send(actor: Actor, conversation_id: int | None, text: str) -> ChatTurn:
             turns, settings = [], _Settings(None, None, None, None)
         else:
             c = _load(s, actor, conversation_id)
-            turns = _turns(_messages(s, c.id))
+            turns = chat_context.answered_turns(_messages(s, c.id))
             settings = _Settings(c.target, c.system_prompt, c.temperature, c.max_tokens)
-        target = _route_target(s, actor.workspace_id, settings.target)
-    window = _window_of(actor.workspace_id, target)
+        target = chat_context.route_target(s, actor.workspace_id, settings.target)
+    window = chat_context.window_of(actor.workspace_id, target)
     reserved = settings.max_tokens or generation.DEFAULT_MAX_TOKENS
-    prompt = _fit(settings.system_prompt, turns, Message("user", text), target, window, reserved)
+    prompt = chat_context.fit(settings.system_prompt, turns, Message("user", text), target, window, reserved)
     request_id = uuid.uuid4().hex
     stream = generation.stream(generation.GenerationRequest(
         messages=prompt.messages, system=settings.system_prompt, target=settings.target,
         max_tokens=settings.max_tokens, temperature=settings.temperature, tags=("chat",), request_id=request_id,
     ), actor)
     label = target.label if target else settings.target
-    context = ContextUsage(label, window, prompt.tokens, prompt.exact, prompt.turns_sent, prompt.turns_total, reserved)
+    context = chat_context.ContextUsage(label, window, prompt.tokens, prompt.exact, prompt.turns_sent,
+                                        prompt.turns_total, reserved)
     return ChatTurn(actor, conversation_id, text, stream, request_id, label, context)

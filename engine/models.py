@@ -1,4 +1,10 @@
-"""The system of record: every table Meterbook keeps, as SQLAlchemy 2.0 ORM classes.
+"""The system of record: ``Base`` and the shared tables, as SQLAlchemy 2.0 ORM classes.
+
+Here are the tables the generation path and the services around it read (people and
+workspaces, the ledger, prices, providers and routes, assets, notebooks, budgets). A
+domain's own tables live in its own models module (``chat_models``, ``batch_models``,
+``workflows/models``, …), imported at the end of this one so that ``Base.metadata``, which
+Alembic and the tests compare, always holds every table.
 
 Schema changes go through Alembic (``engine/migrations``); a test checks that the
 migrations and these classes describe the same schema.
@@ -501,147 +507,8 @@ class BudgetAlert(Base):
     delivery_at: Mapped[datetime | None]  # when sending last started, then when it finished
 
 
-class Batch(Base):
-    """Rows of a CSV run through one prompt template, one generation per row, as queued work.
-
-    A worker owns a batch while ``claimed_by`` names it and ``heartbeat_at`` stays fresh; a
-    ``running`` batch whose heartbeat has gone stale lost its worker, and any process may claim
-    it and carry on. Pause and cancel are flags here that the worker reads between rows.
-    """
-
-    __tablename__ = "batches"
-    __table_args__ = (Index("ix_batches_workspace_created", "workspace_id", "created_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))  # whose calls
-    name: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, paused, cancelled, done, failed
-    template: Mapped[str] = mapped_column(Text)
-    system: Mapped[str | None] = mapped_column(Text)
-    target: Mapped[str | None] = mapped_column(String(300))  # "connection/model"; None: the workspace route
-    max_tokens: Mapped[int]
-    temperature: Mapped[float | None]
-    concurrency: Mapped[int] = mapped_column(default=4)
-    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
-    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
-    columns: Mapped[list[str]] = mapped_column(JSON, default=list)
-    row_count: Mapped[int]
-    estimated_cost: Mapped[Decimal | None]  # the worst case, summed over the rows, when it was started
-    estimate_exact: Mapped[bool] = mapped_column(default=True)
-    claimed_by: Mapped[str | None] = mapped_column(String(100))
-    heartbeat_at: Mapped[datetime | None]
-    error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-
-
-class BatchRow(Base):
-    """One row of a batch: its values, the prompt they made, and what the call returned and cost."""
-
-    __tablename__ = "batch_rows"
-    __table_args__ = (
-        UniqueConstraint("batch_id", "position"),
-        Index("ix_batch_rows_batch_status", "batch_id", "status"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
-    position: Mapped[int]  # 1-based, as the rows were in the file
-    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    prompt: Mapped[str] = mapped_column(Text)
-    request_id: Mapped[str] = mapped_column(String(64))  # fixed at creation: a row is never charged twice
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, running, ok, error, cancelled
-    output: Mapped[str | None] = mapped_column(Text)
-    target: Mapped[str | None] = mapped_column(String(300))
-    cost: Mapped[Decimal | None]
-    estimated_cost: Mapped[Decimal | None]
-    input_tokens: Mapped[int | None]
-    output_tokens: Mapped[int | None]
-    ledger_id: Mapped[int | None] = mapped_column(BigInteger)
-    latency_ms: Mapped[int | None]
-    error: Mapped[str | None] = mapped_column(Text)
-    started_at: Mapped[datetime | None]
-    finished_at: Mapped[datetime | None]
-
-
-class Conversation(Base):
-    """A chat: private to the member who started it, with its model settings for the next answer.
-
-    ``target`` is "connection/model", or NULL for the workspace's text route; changing it
-    mid-conversation affects only the answers after the change (each message keeps its own).
-    """
-
-    __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_owner_updated", "workspace_id", "owner_id", "updated_at"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    title: Mapped[str] = mapped_column(String(200))
-    target: Mapped[str | None] = mapped_column(String(300))
-    system_prompt: Mapped[str | None] = mapped_column(Text)
-    temperature: Mapped[float | None]
-    max_tokens: Mapped[int | None]
-    # MCP connection ids whose tools the model may call (engine/chat_tools.py); NULL or []: none
-    tool_connections: Mapped[list[int] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class ConversationMessage(Base):
-    """One message of a chat. An assistant message carries what its answer used and cost.
-
-    ``status``: ok; error (the answer failed; ``error`` says why); cancelled (stopped, the words
-    received are kept); streaming (still arriving, or the process stopped before it ended).
-    ``cost`` covers every attempt of the request (a fallback's failed attempts too); NULL on an
-    answer means its price is unknown, never zero.
-    """
-
-    __tablename__ = "conversation_messages"
-    __table_args__ = (Index("ix_conversation_messages_conversation_id", "conversation_id", "id"),)
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(16))  # user, assistant
-    content: Mapped[str] = mapped_column(Text, default="")
-    status: Mapped[str] = mapped_column(String(16), default="ok")
-    error: Mapped[str | None] = mapped_column(Text)
-    target: Mapped[str | None] = mapped_column(String(300))  # the model that answered (or was asked)
-    request_id: Mapped[str | None] = mapped_column(String(64))
-    ledger_id: Mapped[int | None] = mapped_column(ForeignKey("usage_ledger.id", ondelete="SET NULL"))
-    input_tokens: Mapped[int | None]
-    output_tokens: Mapped[int | None]
-    cost: Mapped[Decimal | None]
-    latency_ms: Mapped[int | None]
-    ttft_ms: Mapped[int | None]
-    # An answer that used tools: each model turn and each call with its result, in order (chat_tools.py)
-    tool_calls: Mapped[list[dict] | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class AnswerRating(Base):
-    """A member's mark on one generated answer ("rate this answer"), kept for the analytics.
-
-    One per member and ledger row; rating again replaces the mark. ``rating`` is 1 (good) or
-    -1 (bad); ``source`` says where it was given (compare, chat).
-    """
-
-    __tablename__ = "answer_ratings"
-    __table_args__ = (
-        UniqueConstraint("ledger_id", "user_id"),
-        Index("ix_answer_ratings_workspace_created", "workspace_id", "created_at"),
-    )
-
-    id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
-    ledger_id: Mapped[int] = mapped_column(ForeignKey("usage_ledger.id", ondelete="CASCADE"))
-    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
-    rating: Mapped[int]
-    source: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+from engine import batch_models as _batch_models  # noqa: E402,F401  (batches and their rows; engine/batches.py)
+from engine import chat_models as _chat_models  # noqa: E402,F401  (conversations, messages, answer ratings)
 from engine.workflows import models as _workflow_models  # noqa: E402,F401  (the workflow tables)
 from engine.billing import models as _billing_models  # noqa: E402,F401  (billing tables; see engine/billing/models.py)
 from engine.schedules import models as _schedule_models  # noqa: E402,F401  (schedules, firings, the lease)

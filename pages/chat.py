@@ -12,8 +12,9 @@ from decimal import Decimal
 
 import streamlit as st
 
-from engine import chat_tools, compare, conversations, routes
-from engine.conversations import ContextUsage, ConversationView, MessageView
+from engine import chat_context, chat_tools, compare, conversations, routes
+from engine.chat_context import ContextUsage
+from engine.conversations import ConversationView, MessageView
 from engine.errors import MeterbookError
 from engine.generation import DEFAULT_MAX_TOKENS
 from pages import _common as ui
@@ -161,7 +162,7 @@ def settings_form(view: ConversationView) -> None:
             temperature = st.number_input("Temperature", min_value=0.0, max_value=2.0, step=0.1,
                                           value=view.temperature, placeholder="Model default",
                                           key=f"chat_temperature_{view.id}")
-            max_tokens = st.number_input("Max tokens", min_value=1, max_value=conversations.MAX_TOKENS_LIMIT,
+            max_tokens = st.number_input("Max tokens", min_value=1, max_value=chat_context.MAX_TOKENS_LIMIT,
                                          step=256, value=view.max_tokens,
                                          placeholder=f"Default ({DEFAULT_MAX_TOKENS:,})",
                                          key=f"chat_max_tokens_{view.id}",

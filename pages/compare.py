@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import streamlit as st
 
-from engine import compare, conversations, routes
+from engine import chat_context, compare, routes
 from engine.compare import Comparison, Lane
 from engine.generation import DEFAULT_MAX_TOKENS
 from pages import _common as ui
@@ -155,7 +155,7 @@ with st.form("compare_form"):
         left, right = st.columns(2)
         temperature = left.number_input("Temperature", min_value=0.0, max_value=2.0, step=0.1, value=None,
                                         placeholder="Model default", key="compare_temperature")
-        max_tokens = right.number_input("Max tokens", min_value=1, max_value=conversations.MAX_TOKENS_LIMIT,
+        max_tokens = right.number_input("Max tokens", min_value=1, max_value=chat_context.MAX_TOKENS_LIMIT,
                                         step=256, value=None, placeholder=f"Default ({DEFAULT_MAX_TOKENS:,})",
                                         key="compare_max_tokens")
     run = st.form_submit_button("Compare", type="primary", icon=":material/compare:", key="compare_run",

@@ -7,7 +7,7 @@ label). ``st.login`` sends the person to the provider and back; once ``st.user``
 in, the engine maps the identity to a Meterbook user and the page opens the same
 server-side session a password sign-in opens, so refresh and sign-out behave alike.
 
-Who may come in that way is decided in ``engine.accounts.oidc_user``: an identity seen
+Who may come in that way is decided in ``engine.sso.oidc_user``: an identity seen
 before, an existing account with the same (verified) email, or an email with an open
 invitation. Anyone else is refused with a message to ask for an invitation, rather than
 given an empty account: Meterbook has no self sign-up, and a provider such as Google would
@@ -23,7 +23,7 @@ from typing import Any
 import streamlit as st
 from streamlit.errors import StreamlitSecretNotFoundError
 
-from engine import accounts
+from engine import accounts, sso
 from engine.errors import MeterbookError
 from pages import _common as ui
 
@@ -57,7 +57,7 @@ def finish_sign_in(token: str) -> None:
 def sign_in_with_oidc(claims: Mapping[str, Any]) -> None:
     """``st.login`` has verified the identity; map it to a Meterbook user and open a session."""
     try:
-        token, _user = accounts.oidc_login(claims)
+        token, _user = sso.oidc_login(claims)
     except MeterbookError as exc:
         st.error(str(exc), icon=":material/error:")
         if st.button("Sign in with a different account", key="oidc_sign_out", icon=":material/switch_account:"):

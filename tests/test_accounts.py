@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from engine import accounts
+from engine import accounts, sso
 from engine.errors import AccountLocked, Conflict, InvalidCredentials, InvalidInput, NotFound, PermissionDenied
 from engine.permissions import Actor
 from tests.factories import PASSWORD, member, owner
@@ -144,9 +144,9 @@ def test_workspace_settings_validate_timezone(database):
 
 def test_oidc_identity_maps_to_existing_user_by_email(database):
     boss = owner()
-    user = accounts.oidc_user("https://idp.example", "sub-1", "Owner@Example.com", "Olivia")
+    user = sso.oidc_user("https://idp.example", "sub-1", "Owner@Example.com", "Olivia")
     assert user.id == boss.user_id
-    again = accounts.oidc_user("https://idp.example", "sub-1", "changed@example.com", "Olivia")
+    again = sso.oidc_user("https://idp.example", "sub-1", "changed@example.com", "Olivia")
     assert again.id == boss.user_id
 
 

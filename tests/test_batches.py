@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from engine import accounts, batch_worker, batches, db, generation
+from engine.batch_models import Batch, BatchRow
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, PermissionDenied
-from engine.models import Batch, BatchRow, LedgerEntry
+from engine.models import LedgerEntry
 from providers.base import BadRequest, Result, Usage
 from tests import scripted_provider as scripted
 from tests.factories import member, owner, scripted_routes

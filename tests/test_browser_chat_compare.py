@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from engine import conversations, db
-from engine.models import AnswerRating, LedgerEntry
+from engine.chat_models import AnswerRating
+from engine.models import LedgerEntry
 from tests.browser import app_database, launch, open_page, routed_owner, serve_app, settle, sign_in
 from tests.factories import PASSWORD
 from tests.fakes import anthropic_server

@@ -8,8 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from engine import accounts, compare, db, guards
+from engine.chat_models import AnswerRating
 from engine.errors import InvalidInput, NotFound, PermissionDenied
-from engine.models import AnswerRating, LedgerEntry, RouteTarget
+from engine.models import LedgerEntry, RouteTarget
 from engine.permissions import Actor
 from providers.base import AuthError, Result, Usage
 from tests import scripted_provider as scripted

@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import select
 
-from engine import conversations, db, guards, routes
+from engine import chat_context, conversations, db, guards, routes
+from engine.chat_models import ConversationMessage
 from engine.errors import InvalidInput, NotFound, PermissionDenied
-from engine.models import AuditEvent, ConversationMessage, LedgerEntry, ProviderConnection, RouteTarget
+from engine.models import AuditEvent, LedgerEntry, ProviderConnection, RouteTarget
 from engine.router import NoRoute
 from providers.base import BadRequest, Result, TruncatedStream, Usage
 from tests import scripted_provider as scripted
@@ -181,7 +182,7 @@ def test_history_is_trimmed_oldest_first_to_fit_a_known_context_window(ws):
     for n in range(4):
         list(conversations.send(ws, c.id, f"question {n} " + long))
     usage = conversations.context_usage(ws, c.id)
-    assert usage.window == conversations.Window(400, "the route settings") and usage.exact
+    assert usage.window == chat_context.Window(400, "the route settings") and usage.exact
     assert usage.turns_total == 4 and 0 < usage.turns_sent < 4 and usage.trimmed == 4 - usage.turns_sent
     assert usage.prompt_tokens <= 400 - 100 and 0 < usage.fraction < 1
     # The last call went out with only the newest turns, and they fit.
@@ -201,7 +202,7 @@ def test_an_unknown_window_is_said_so_and_the_whole_history_is_sent(ws):
     for n in range(3):
         list(conversations.send(ws, c.id, f"message {n}"))
     usage = conversations.context_usage(ws, c.id)
-    assert usage.window == conversations.Window(None, None) and usage.fraction is None
+    assert usage.window == chat_context.Window(None, None) and usage.fraction is None
     assert usage.turns_sent == usage.turns_total == 3 and usage.prompt_tokens > 0
     assert len(scripted.CALLS[-1].messages) == 5
 

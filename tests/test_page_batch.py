@@ -8,9 +8,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from engine import batches, connections, db, generation, routes
+from engine.batch_models import Batch
 from engine.config import get_settings
 from engine.dbtypes import utcnow
-from engine.models import Batch, LedgerEntry
+from engine.models import LedgerEntry
 from pages import _common as ui
 from tests.factories import PASSWORD, member, owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI

@@ -6,8 +6,9 @@ import pytest
 from sqlalchemy import select
 
 from engine import budgets, connections, conversations, db, generation, routes
+from engine.chat_models import AnswerRating
 from engine.config import get_settings
-from engine.models import AnswerRating, LedgerEntry
+from engine.models import LedgerEntry
 from tests.factories import PASSWORD, member, owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, Reply, error_reply
 from tests.pages_helpers import errors, no_exceptions, signed_in
