@@ -63,6 +63,23 @@ def values_form(fields, key: str, *, editing: bool) -> dict[str, str]:
     return values
 
 
+def forget(keys: list[str]) -> None:
+    """Empty these inputs on the next run: once saved, a typed secret must not stay in the browser's form.
+
+    Deleting a widget's state is not enough (the browser keeps what it shows); setting it before the
+    widget is drawn again is, so the keys wait in ``forget_next`` until then.
+    """
+    st.session_state.setdefault("forget_next", []).extend(keys)
+
+
+def forget_values(fields, key: str) -> None:
+    forget([f"{key}_{f.target}" for f in fields])
+
+
+for _key in st.session_state.pop("forget_next", []):
+    st.session_state[_key] = ""
+
+
 def show_tools(tools) -> None:
     for t in tools:
         with st.expander(f"`{t.name}` — {t.description[:120] or 'no description'}"):
@@ -118,6 +135,7 @@ with tab_mine:
                         values = values_form(c.fields, f"edit_{c.id}", editing=True)
                         if st.form_submit_button("Save"):
                             if ui.attempt(lambda c=c, v=values: connections.update_values(actor, c.id, v)):
+                                forget_values(c.fields, f"edit_{c.id}")
                                 st.session_state.pop(f"editing_{c.id}", None)
                                 ui.flash(f"Saved {c.name}'s credentials.")
                                 st.rerun()
@@ -166,6 +184,7 @@ with tab_catalog:
                         if st.form_submit_button("Connect", type="primary"):
                             made = ui.attempt(lambda e=e, v=values: connections.connect(actor, e.key, {k: x for k, x in v.items()}))
                             if made is not None:
+                                forget_values(fields, f"new_{e.key}")
                                 ui.flash(f"Connected {made.name}. Test it in the Connected tab to see its tools.")
                                 st.rerun()
             else:
@@ -210,6 +229,7 @@ with tab_custom:
                     else:
                         made = ui.attempt(lambda: connections.create_custom(actor, name=name, url=url, headers=given))
                     if made is not None:
+                        forget(["custom_name", "custom_command", "custom_env", "custom_url", "custom_headers"])
                         ui.flash(f"Added {made.name}. Test it in the Connected tab to see its tools.")
                         st.rerun()
 
