@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy import select
 
 from engine import asset_library, assets, db
 from engine.config import get_settings
 from engine.models import Asset
-from tests.factories import PASSWORD, member, owner
+from tests import pages_helpers
+from tests.factories import member, owner
 from tests.fakes.openai_server import PNG
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/assets.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Assets")
 
 
 @pytest.fixture
@@ -39,13 +43,6 @@ def library(boss):
         "text": make(boss, b"Once upon a time there was a ledger.", kind="text", mime="text/plain",
                      prompt="Tell a story"),
     }
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Assets"
-    return at
 
 
 def labels(at) -> list[str]:

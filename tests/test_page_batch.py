@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select, update
@@ -13,11 +14,13 @@ from engine.config import get_settings
 from engine.dbtypes import utcnow
 from engine.models import LedgerEntry
 from pages import _common as ui
-from tests.factories import PASSWORD, member, owner
+from tests import pages_helpers
+from tests.factories import member, owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/batch.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Batch")
 TEMPLATE = "What is {{ city }} in {{ country }} known for?"
 LAUNCH = batches.launch
 
@@ -59,13 +62,6 @@ def workers(boss, monkeypatch):
 def held(workers, monkeypatch):
     """Batches start with no worker, so a test can steer them from the page."""
     monkeypatch.setattr(batches, "launch", lambda batch_id: None)
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Batch"
-    return at
 
 
 def csv_of(n: int) -> bytes:

@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from engine import db, usage
+from tests import pages_helpers
 from tests.billing_helpers import billing_on, deliver
 from tests.factories import PASSWORD, member, owner
 from tests.pages_helpers import errors, no_exceptions, signed_in
 
 PAGE = "pages/billing.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Billing")
 
 
 @pytest.fixture
 def fake(sqlite_database, data_dir, monkeypatch):
     with billing_on(monkeypatch) as fake:
         yield fake
-
-
-def open_page(email="owner@example.com", query: dict | None = None):
-    from tests.pages_helpers import app
-    from engine import accounts
-
-    if query:
-        token, _ = accounts.login(email, PASSWORD)
-        at = app()
-        at.session_state["session_token"] = token
-        at.run()
-        at.switch_page(PAGE)
-        for key, value in query.items():
-            at.query_params[key] = value
-        at.run()
-    else:
-        at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Billing"
-    return at
 
 
 def metrics(at) -> dict[str, str]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from engine import alerts, budgets, db, monitor, projects, usage
 from engine.config import get_settings
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/budgets.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Budgets & Alerts")
 ALERTS_TAB = ":material/notifications: Alerts"
 
 
@@ -25,13 +28,6 @@ def page_db(sqlite_database, tmp_path, monkeypatch):
     monkeypatch.setattr(monitor, "schedule", lambda *args: runs.append(args))
     yield runs
     get_settings.cache_clear()
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Budgets & Alerts"
-    return at
 
 
 def spend(actor, amount: str, **fields) -> None:

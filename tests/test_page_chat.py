@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy import select
 
@@ -9,11 +11,13 @@ from engine import budgets, connections, conversations, db, generation, routes
 from engine.chat_models import AnswerRating
 from engine.config import get_settings
 from engine.models import LedgerEntry
-from tests.factories import PASSWORD, member, owner
+from tests import pages_helpers
+from tests.factories import member, owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, Reply, error_reply
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/chat.py"
+open_page = partial(pages_helpers.open_page, PAGE)
 
 
 @pytest.fixture
@@ -38,12 +42,6 @@ def keyed(boss, fake):
                                          base_url=fake.base_url)
     routes.add_target(boss, "text", connection_id=conn.id, model="gpt-4o-mini")
     return boss
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    return at
 
 
 def say(at, text):

@@ -10,9 +10,9 @@ import pytest
 
 from engine import chat_tools, connections, conversations, generation, routes
 from engine.config import get_settings
-from tests.factories import PASSWORD, owner
+from tests.factories import owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, Reply, tool_call_reply
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions, open_page
 from tests.test_chat_tools import FILES, WEATHER, Toolbox
 
 PAGE = "pages/chat.py"
@@ -45,24 +45,16 @@ def keyed(sqlite_database, tmp_path, monkeypatch, fake):
     get_settings.cache_clear()
 
 
-def _open(conversation_id: int):
-    at = signed_in("owner@example.com", PASSWORD, page=PAGE)
-    at.query_params["conversation"] = str(conversation_id)
-    at.run()
-    no_exceptions(at)
-    return at
-
-
 def test_no_connected_tools_means_no_toggle(keyed, box):
     c = conversations.create_conversation(keyed)
-    at = _open(c.id)
+    at = open_page(PAGE, query={"conversation": str(c.id)})
     assert not any(e.label.startswith("Tools") for e in at.expander)
 
 
 def test_enable_tools_then_an_answer_shows_each_call_collapsed(keyed, box, fake):
     chat_tools.register_choices(lambda actor: {WEATHER: "Weather", FILES: "Files"})
     c = conversations.create_conversation(keyed)
-    at = _open(c.id)
+    at = open_page(PAGE, query={"conversation": str(c.id)})
     assert any(e.label == "Tools (0 connections on)" for e in at.expander)
     at.multiselect(key=f"chat_tools_{c.id}").set_value([WEATHER])
     at.button(key="chat_tools_save").click().run()

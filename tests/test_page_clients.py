@@ -1,20 +1,17 @@
 """The Clients page, driven through AppTest against a real SQLite database."""
 
+from functools import partial
+
 import pytest
 
 from engine import clients, projects
 from engine.errors import PermissionDenied
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/clients.py"
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Clients"
-    return at
+open_page = partial(pages_helpers.open_page, PAGE, title="Clients")
 
 
 def table(at):

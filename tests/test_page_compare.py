@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy import select
 
@@ -9,12 +11,14 @@ from engine import connections, db, generation, routes
 from engine.chat_models import AnswerRating
 from engine.config import get_settings
 from engine.models import LedgerEntry
-from tests.factories import PASSWORD, member, owner
+from tests import pages_helpers
+from tests.factories import member, owner
 from tests.fakes import anthropic_server
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, Reply, error_reply
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/compare.py"
+open_page = partial(pages_helpers.open_page, PAGE)
 GPT, HAIKU = "openai/gpt-4o-mini", "anthropic/claude-haiku-4-5"
 
 
@@ -38,12 +42,6 @@ def two_vendors(boss):
         routes.add_target(boss, "text", connection_id=o.id, model="gpt-4o-mini")
         routes.add_target(boss, "text", connection_id=a.id, model="claude-haiku-4-5")
         yield boss, openai_fake, anthropic_fake
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    return at
 
 
 def ledger() -> list[LedgerEntry]:

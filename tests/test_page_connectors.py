@@ -5,6 +5,8 @@ and a viewer who may only look."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy import func, select
 
@@ -12,11 +14,13 @@ from engine import db
 from engine.config import get_settings
 from engine.connectors import connections
 from engine.connectors.models import McpConnection
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 from tests.test_connectors import FAKE, assert_no_child_left
 
 PAGE = "pages/connectors.py"
+open_page = partial(pages_helpers.open_page, PAGE)
 
 
 @pytest.fixture
@@ -26,12 +30,6 @@ def boss(sqlite_database, tmp_path, monkeypatch):
     yield owner()
     get_settings.cache_clear()
     assert_no_child_left()
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    return at
 
 
 def words(at) -> str:

@@ -8,18 +8,21 @@ shared link is tested here and the full round trip in tests/test_browser_cost_us
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 
 import pytest
 
-from engine import accounts, dashboards, demo
+from engine import dashboards, demo
 from engine.config import get_settings
 from engine.dashboards import View
 from engine.permissions import Actor
 from pages._common import usd
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import app, errors, no_exceptions, signed_in
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions, open_page, signed_in
 
 PAGE = "pages/cost_usage.py"
+# A shared link's query parameters go in with query=: they are there before the page's widgets exist.
+open_as_demo = partial(open_page, PAGE, demo.DEMO_EMAIL, password=demo.DEMO_PASSWORD)
 DRILL = "cost_usage_drill"
 
 
@@ -42,23 +45,8 @@ def metrics(at) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def open_with_link(params: dict[str, str], email: str = demo.DEMO_EMAIL, password: str = demo.DEMO_PASSWORD):
-    """The page as a shared link opens it: the query parameters are there before its widgets exist."""
-    token, _ = accounts.login(email, password)
-    at = app()
-    at.session_state["session_token"] = token
-    at.run()
-    at.query_params.update(params)
-    at.switch_page(PAGE)
-    at.run()
-    no_exceptions(at)
-    return at
-
-
 def test_renders_the_demo_figures_with_charts(demo_ws):
-    at = signed_in(demo.DEMO_EMAIL, demo.DEMO_PASSWORD, PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Cost & Usage"
+    at = open_as_demo(title="Cost & Usage")
     totals = expected(demo_ws, View("7d"))
     assert totals.current.calls > 0
     shown = metrics(at)
@@ -95,7 +83,7 @@ def test_filters_and_the_period_change_the_figures(demo_ws):
 
 
 def test_a_shared_link_restores_the_view(demo_ws):
-    at = open_with_link({"period": "Last 30 days", "project": "Support Assistant", "provider": "openai", "by": "Model"})
+    at = open_as_demo(query={"period": "Last 30 days", "project": "Support Assistant", "provider": "openai", "by": "Model"})
     assert not at.warning
     assert at.selectbox(key="period").value == "30d"
     assert at.selectbox(key="project").value == demo_ws.project_ids[0]
@@ -106,14 +94,14 @@ def test_a_shared_link_restores_the_view(demo_ws):
 
 
 def test_a_custom_period_from_a_link(demo_ws):
-    at = open_with_link({"period": "Custom dates", "from": "2020-01-01", "to": "2020-01-31"})
+    at = open_as_demo(query={"period": "Custom dates", "from": "2020-01-01", "to": "2020-01-31"})
     assert at.date_input(key="from").value == date(2020, 1, 1)
     assert metrics(at)["Calls"] == "0"
     assert any("No calls in this period" in i.value for i in at.info)
 
 
 def test_bad_values_in_a_link_are_ignored_with_a_warning(demo_ws):
-    at = open_with_link({"period": "Fortnight", "project": "Nope", "user": "Nobody", "status": "ok"})
+    at = open_as_demo(query={"period": "Fortnight", "project": "Nope", "user": "Nobody", "status": "ok"})
     [warning] = at.warning
     assert "period “Fortnight”" in warning.value and "project “Nope”" in warning.value and "user “Nobody”" in warning.value
     assert "status" not in warning.value  # "ok" is a real status
@@ -125,7 +113,7 @@ def test_bad_values_in_a_link_are_ignored_with_a_warning(demo_ws):
     no_exceptions(at)
     assert not at.warning
 
-    garbled = open_with_link({"period": "Custom dates", "from": "last tuesday"})
+    garbled = open_as_demo(query={"period": "Custom dates", "from": "last tuesday"})
     assert "from “last tuesday”" in garbled.warning[0].value
 
 
@@ -178,8 +166,7 @@ def test_a_drill_from_an_earlier_view_is_dropped(demo_ws):
 def test_a_viewer_can_read_it(demo_ws):
     owner_actor = Actor(demo_ws.user_ids[0], demo_ws.workspace_id)
     member(owner_actor, "reader@example.com", "viewer")
-    at = signed_in("reader@example.com", PASSWORD, PAGE)
-    no_exceptions(at)
+    at = open_page(PAGE, "reader@example.com")
     assert metrics(at)["Spend"] == usd(expected(demo_ws, View("7d")).current.spend)
 
 
@@ -187,8 +174,7 @@ def test_an_empty_workspace_says_what_will_appear(sqlite_database, tmp_path, mon
     monkeypatch.setenv("METERBOOK_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
     owner()
-    at = signed_in("owner@example.com", PASSWORD, PAGE)
-    no_exceptions(at)
+    at = open_page(PAGE)
     assert any("No AI usage recorded yet" in i.value for i in at.info)
     assert not at.metric and not at.get("plotly_chart")
     get_settings.cache_clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from decimal import Decimal
+from functools import partial
 
 import pytest
 from sqlalchemy import select
@@ -13,12 +14,14 @@ from engine.config import get_settings
 from engine.errors import InvalidInput, NotFound, PermissionDenied
 from engine.models import LedgerEntry
 from engine.router import NoRoute
+from tests import pages_helpers
 from tests.factories import PASSWORD, member, owner
 from tests.fakes import elevenlabs_server, fal_server
 from tests.fakes.openai_server import API_KEY, PNG, FakeOpenAI, Reply, error_reply
 from tests.pages_helpers import errors, no_exceptions, signed_in
 
 PAGE = "pages/generate.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Generate")
 GPT = "gpt-4o-mini"
 
 
@@ -46,13 +49,6 @@ def openai(boss):
                                           base_url=fake.base_url)
         routes.add_target(boss, "text", connection_id=c.id, model=GPT)
         yield fake
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Generate"
-    return at
 
 
 def markdown(at) -> list[str]:

@@ -1,15 +1,18 @@
 """The Notebooks page, driven through AppTest against a real SQLite database and the real SQL sandbox."""
 
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from engine import db, notebooks, usage
 from engine.config import get_settings
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/notebooks.py"
+open_page = partial(pages_helpers.open_page, PAGE)
 
 
 @pytest.fixture
@@ -22,12 +25,6 @@ def boss(sqlite_database, tmp_path, monkeypatch):
             usage.record(s, workspace_id=actor.workspace_id, provider=provider, model="m", cost=Decimal("0.5"))
     yield actor
     get_settings.cache_clear()
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    return at
 
 
 def captions(at) -> list[str]:

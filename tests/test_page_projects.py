@@ -1,22 +1,18 @@
 """The Projects page, driven through AppTest against a real SQLite database."""
 
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from engine import clients, db, projects, usage
 from engine.errors import PermissionDenied
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/projects.py"
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Projects"
-    return at
+open_page = partial(pages_helpers.open_page, PAGE, title="Projects")
 
 
 def table_names(at) -> list[str]:

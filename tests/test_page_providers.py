@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import socket
+from functools import partial
 
 import pytest
 
 from engine import connections, generation, local_servers, routes
 from engine.config import get_settings
 from engine.router import NoRoute
-from tests.factories import PASSWORD, member, owner
+from tests import pages_helpers
+from tests.factories import member, owner
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, Reply
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/providers.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Providers")
 WRONG_KEY = "sk-wrong-9876543210zyxwvu"
 
 
@@ -35,13 +38,6 @@ def boss(sqlite_database, tmp_path, monkeypatch):
 def fake():
     with FakeOpenAI() as server:
         yield server
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Providers"
-    return at
 
 
 def shown(at) -> str:

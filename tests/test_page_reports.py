@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from sqlalchemy import func, select
 
@@ -9,11 +11,13 @@ from engine import db
 from engine.config import get_settings
 from engine.reports import deliveries, smtp_settings, store
 from engine.reports.models import Report, WorkspaceSmtp
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 from tests.report_helpers import MailServer, chart_notebook, spend
 
 PAGE = "pages/reports.py"
+open_page = partial(pages_helpers.open_page, PAGE, title="Reports")
 PREVIEW_TAB = ":material/mail: Preview"
 HISTORY_TAB = ":material/history: History"
 EMAIL_TAB = ":material/mail: Email"
@@ -35,17 +39,6 @@ def server():
     mail = MailServer().start()
     yield mail
     mail.stop()
-
-
-def open_page(email="owner@example.com", **query):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    if query:
-        for key, value in query.items():
-            at.query_params[key] = value
-        at.run()
-    no_exceptions(at)
-    assert at.title[0].value == "Reports"
-    return at
 
 
 def reports_stored() -> int:
@@ -99,12 +92,10 @@ def test_make_a_cost_and_usage_report_preview_it_send_it_and_read_its_history(bo
 
 def test_schedule_as_report_opens_the_editor_with_the_notebook_chosen(boss):
     nb = chart_notebook(boss, run=False)
-    at = signed_in("owner@example.com", PASSWORD, page="pages/notebooks.py")
-    at.query_params["notebook"] = str(nb)
-    at.run()
+    at = pages_helpers.open_page("pages/notebooks.py", query={"notebook": str(nb)})
     links = [e for e in at.get("page_link") if e.proto.label == "Schedule as report"]
     assert links and f"notebook={nb}" in links[0].proto.query_string
-    at = open_page(notebook=str(nb))
+    at = open_page(query={"notebook": str(nb)})
     assert at.radio(key="report_new_source").value == "notebook"
     assert at.selectbox(key="report_new_notebook").value == nb
     at.text_input(key="report_new_name").input("From the notebook")
@@ -130,7 +121,7 @@ def test_bad_input_is_explained_and_nothing_is_stored(boss):
 
 def test_pause_resume_and_delete_with_confirmation(boss):
     r = store.create(boss, name="Daily", source="dashboard", view={"period": "today"})
-    at = open_page(report=str(r.id))
+    at = open_page(query={"report": str(r.id)})
     at.button(key="report_pause").click().run()
     assert successes(at) == ["Paused: no scheduled sends until you resume it."] and store.get(boss, r.id).paused
     at.button(key="report_resume").click().run()
@@ -150,7 +141,7 @@ def test_a_viewer_reads_reports_and_their_history_without_controls(boss):
     assert list(at.dataframe[0].value["Name"]) == ["Daily"]
     with pytest.raises(KeyError):
         at.get_by_key("report_new")
-    at = open_page("viewer@example.com", report=str(r.id))
+    at = open_page("viewer@example.com", query={"report": str(r.id)})
     assert any("Only editors and up can change or send reports" in i.value for i in at.info)
     for key in ("report_send_now", "report_save", "report_delete"):
         with pytest.raises(KeyError):
@@ -160,12 +151,7 @@ def test_a_viewer_reads_reports_and_their_history_without_controls(boss):
 # --- Settings → Email ---------------------------------------------------------------------
 
 
-def open_email_tab(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page="pages/settings.py")
-    at.session_state["settings_tab"] = EMAIL_TAB
-    at.run()
-    no_exceptions(at)
-    return at
+open_email_tab = partial(pages_helpers.open_page, "pages/settings.py", state={"settings_tab": EMAIL_TAB})
 
 
 def test_smtp_settings_save_mask_the_password_and_send_a_test(boss, server):

@@ -5,6 +5,7 @@ schedule's firings, delete with confirmation, and a viewer who may only look."""
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select
@@ -15,10 +16,12 @@ from engine.dbtypes import utcnow
 from engine.schedules import store
 from engine.schedules.models import Schedule, ScheduleFire, SidecarLease
 from engine.workflows import store as workflows
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests import pages_helpers
+from tests.factories import member, owner
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/schedules.py"
+open_page = partial(pages_helpers.open_page, PAGE)
 FLOW = "name: Nightly digest\nnodes:\n  - {id: hello, type: transform, params: {value: hi}}\n"
 
 
@@ -29,16 +32,6 @@ def boss(sqlite_database, tmp_path, monkeypatch):
     actor = owner()
     yield actor, workflows.create(actor, FLOW)
     get_settings.cache_clear()
-
-
-def open_page(email="owner@example.com", **query):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    for k, v in query.items():
-        at.query_params[k] = v
-    if query:
-        at.run()
-    no_exceptions(at)
-    return at
 
 
 def text(at) -> str:
@@ -95,7 +88,7 @@ def test_the_list_shows_missed_firings_and_pause_resume_work(boss):
 def test_one_schedule_is_edited_and_deleted_only_after_confirming(boss):
     actor, wf = boss
     made = store.create(actor, kind="workflow", target_id=wf.id, cron="@daily", timezone="UTC")
-    at = open_page(schedule=str(made.id))
+    at = open_page(query={"schedule": str(made.id)})
     assert "No firings yet" in text(at)
     key = f"sch_form_{made.id}"
     at.text_area(key=f"{key}_inputs").set_value("{not json").run()

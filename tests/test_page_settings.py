@@ -1,23 +1,19 @@
 """The Settings page, driven through AppTest against a real SQLite database."""
 
 from decimal import Decimal
+from functools import partial
 
 import pytest
 
 from engine import accounts, api_keys, audit, pricing, projects
 from engine.config import get_settings
 from engine.errors import InvalidCredentials, NotFound, PermissionDenied
+from tests import pages_helpers
 from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.pages_helpers import errors, no_exceptions
 
 PAGE = "pages/settings.py"
-
-
-def open_page(email="owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    no_exceptions(at)
-    assert at.title[0].value == "Settings"
-    return at
+open_page = partial(pages_helpers.open_page, PAGE, title="Settings")
 
 
 def table_with(at, column: str):

@@ -7,8 +7,8 @@ import pytest
 
 from engine.config import get_settings
 from engine.workflows import hooks, store
-from tests.factories import PASSWORD, member, owner
-from tests.pages_helpers import no_exceptions, signed_in
+from tests.factories import member, owner
+from tests.pages_helpers import no_exceptions, open_page
 
 PAGE = "pages/workflows.py"
 SPEC = """\
@@ -29,14 +29,6 @@ def boss(sqlite_database, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def open_editor(workflow_id: int, email: str = "owner@example.com"):
-    at = signed_in(email, PASSWORD, page=PAGE)
-    at.query_params["workflow"] = str(workflow_id)
-    at.run()
-    no_exceptions(at)
-    return at
-
-
 def codes(at) -> list[str]:
     return [c.value for c in at.code]
 
@@ -47,7 +39,7 @@ def markdown(at) -> str:
 
 def test_create_shows_the_url_secret_and_curl_once_then_only_the_masked_url(boss):
     wf = store.create(boss, SPEC)
-    at = open_editor(wf.id)
+    at = open_page(PAGE, query={"workflow": str(wf.id)})
     at.checkbox(key="wf_hook_signed").check()
     at.button(key="wf_hook_create").click().run()
     no_exceptions(at)
@@ -69,7 +61,7 @@ def test_create_shows_the_url_secret_and_curl_once_then_only_the_masked_url(boss
 def test_disable_rotate_and_delete_with_confirmation(boss):
     wf = store.create(boss, SPEC)
     view, old_token, _ = hooks.create_hook(boss, wf.id)
-    at = open_editor(wf.id)
+    at = open_page(PAGE, query={"workflow": str(wf.id)})
     at.toggle(key=f"wf_hook_enabled_{view.id}").set_value(False).run()
     no_exceptions(at)
     assert not hooks.list_hooks(boss, wf.id)[0].enabled
@@ -96,7 +88,7 @@ def test_a_viewer_sees_the_hooks_but_cannot_change_them(boss):
     wf = store.create(boss, SPEC)
     view, _, _ = hooks.create_hook(boss, wf.id)
     member(boss, "vera@example.com", "viewer")
-    at = open_editor(wf.id, "vera@example.com")
+    at = open_page(PAGE, "vera@example.com", query={"workflow": str(wf.id)})
     assert f"/hooks/{wf.id}/…{view.token_hint}" in markdown(at)
     assert not [b for b in at.button if b.key in ("wf_hook_create", f"wf_hook_rotate_{view.id}",
                                                   f"wf_hook_delete_{view.id}")]

@@ -11,8 +11,8 @@ from engine.config import get_settings
 from engine.workflows import runs, store, worker
 from providers.base import Result, Usage
 from tests import scripted_provider as scripted
-from tests.factories import PASSWORD, member, owner, scripted_routes
-from tests.pages_helpers import errors, no_exceptions, signed_in
+from tests.factories import member, owner, scripted_routes
+from tests.pages_helpers import errors, no_exceptions, open_page
 
 PAGE = "pages/workflows.py"
 RUNS = "pages/runs.py"
@@ -41,22 +41,12 @@ def boss(sqlite_database, tmp_path, monkeypatch):
     get_settings.cache_clear()
 
 
-def open_page(page=PAGE, email="owner@example.com", **query):
-    at = signed_in(email, PASSWORD, page=page)
-    for k, v in query.items():
-        at.query_params[k] = v
-    if query:
-        at.run()
-    no_exceptions(at)
-    return at
-
-
 def markdown(at) -> str:
     return "\n".join(m.value for m in at.markdown)
 
 
 def test_empty_list_then_create_with_inline_validation(boss):
-    at = open_page()
+    at = open_page(PAGE)
     assert at.title[0].value == "Workflows"
     assert any("No workflows yet" in i.value for i in at.info)
     at.button(key="wf_new").click().run()
@@ -76,7 +66,7 @@ def test_empty_list_then_create_with_inline_validation(boss):
 def test_run_with_inputs_then_watch_it_finish_with_its_cost(boss):
     scripted.SCRIPT[GPT] = [Result(text="Tea is a leaf.", usage=Usage(input_tokens=1000, output_tokens=1000))]
     wf = store.create(boss, SPEC)
-    at = open_page(workflow=str(wf.id))
+    at = open_page(PAGE, query={"workflow": str(wf.id)})
     at.text_input(key="wf_input_topic").input("green tea")
     at.button(key="FormSubmitter:wf_run_form-Run with inputs").click().run()
     no_exceptions(at)
@@ -84,7 +74,7 @@ def test_run_with_inputs_then_watch_it_finish_with_its_cost(boss):
     assert run.status == "queued" and run.inputs == {"topic": "green tea"}
     assert any(f"Run #{run.id} is queued" in s.value for s in at.success)
     worker.work_once("page-test")
-    at = open_page(RUNS, run=str(run.id))
+    at = open_page(RUNS, query={"run": str(run.id)})
     assert at.title[0].value == f"Run #{run.id}"
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "succeeded" and metrics["Cost"] == "$0.0008"  # 1000×0.15/M + 1000×0.60/M
@@ -93,7 +83,7 @@ def test_run_with_inputs_then_watch_it_finish_with_its_cost(boss):
 
 def test_dry_run_estimates_without_calling(boss):
     wf = store.create(boss, SPEC)
-    at = open_page(workflow=str(wf.id))
+    at = open_page(PAGE, query={"workflow": str(wf.id)})
     at.button(key="FormSubmitter:wf_run_form-Dry run").click().run()
     no_exceptions(at)
     assert "Dry run: succeeded" in markdown(at) and "AI steps at most $" in markdown(at)
@@ -101,7 +91,7 @@ def test_dry_run_estimates_without_calling(boss):
 
 
 def test_install_a_template_pause_clone_and_delete_with_confirmation(boss):
-    at = open_page()
+    at = open_page(PAGE)
     at.button(key="wf_tpl_web_page_summary").click().run()
     no_exceptions(at)
     [wf] = store.list_workflows(boss)
@@ -122,7 +112,7 @@ def test_install_a_template_pause_clone_and_delete_with_confirmation(boss):
 def test_versions_compare_and_restore(boss):
     wf = store.create(boss, SPEC)
     store.save(boss, wf.id, SPEC.replace("default: tea", "default: coffee"))
-    at = open_page(workflow=str(wf.id))
+    at = open_page(PAGE, query={"workflow": str(wf.id)})
     assert "+  topic: {type: string, default: coffee}" in at.code[0].value
     at.button(key="wf_restore").click().run()
     no_exceptions(at)
@@ -132,7 +122,7 @@ def test_versions_compare_and_restore(boss):
 def test_a_viewer_sees_workflows_but_cannot_change_or_run_them(boss):
     wf = store.create(boss, SPEC)
     member(boss, "vera@example.com", "viewer")
-    at = open_page(email="vera@example.com")
+    at = open_page(PAGE, "vera@example.com")
     assert "Summarise" in markdown(at)
     assert not [b for b in at.button if b.key in ("wf_new", f"wf_delete_{wf.id}", f"wf_clone_{wf.id}")]
 
@@ -159,7 +149,7 @@ def test_runs_page_filters_cancels_retries_and_replays(boss):
     at.button(key=f"run_dl_replay_{letter.id}").click().run()
     no_exceptions(at)
     assert [r.trigger for r in runs.list_runs(boss)][0] == "replay"
-    at = open_page(RUNS, run=str(failed.id))
+    at = open_page(RUNS, query={"run": str(failed.id)})
     assert any("inputs" in e or "x" in e for e in errors(at))
     at.button(key="run_retry").click().run()
     no_exceptions(at)
@@ -170,7 +160,7 @@ def test_runs_page_filters_cancels_retries_and_replays(boss):
 
 
 def test_an_unknown_run_says_so(boss):
-    at = open_page(RUNS, run="999")
+    at = open_page(RUNS, query={"run": "999"})
     assert any("does not exist" in e for e in errors(at))
 
 
@@ -178,7 +168,7 @@ def test_a_running_run_is_shown_live_and_can_be_cancelled(boss):
     wf = store.create(boss, "name: Slow\nnodes:\n  - {id: w, type: delay, params: {seconds: 60}}\n")
     run = runs.trigger(boss, wf.id)
     assert worker.claim("elsewhere") == run.id  # a worker in another process holds it
-    at = open_page(RUNS, run=str(run.id))
+    at = open_page(RUNS, query={"run": str(run.id)})
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "running" and metrics["Cost"] == "$0.0000"
     at.button(key="run_cancel").click().run()
@@ -194,7 +184,7 @@ def test_the_runs_page_without_runs_says_what_to_do(boss):
 
 
 def test_an_admin_adds_a_credential_and_sees_only_its_last_four(boss):
-    at = open_page()
+    at = open_page(PAGE)
     inputs = {t.label: t for t in at.text_input}
     inputs["Name"].input("crm")
     inputs["Secret value"].input("sk-live-abcdefghijkl-4321")
