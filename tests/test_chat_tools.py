@@ -18,8 +18,9 @@ from engine import accounts, budgets, chat_tools, connections, conversations, db
 from engine.errors import InvalidInput, MeterbookError, NotFound
 from engine.models import LedgerEntry
 from engine.permissions import Actor
-from tests.fakes import anthropic_server, openai_server
+from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.anthropic_server import FakeAnthropic, tool_use_reply
+from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.openai_server import FakeOpenAI, tool_call_reply
 
 
@@ -193,3 +194,70 @@ def test_refusals_store_nothing(setup):
     assert [m.status for m in conversations.get_conversation(actor, cid).messages] == ["ok", "error"]
     chat_tools.set_tools(actor, cid, [])
     assert conversations.get_conversation(actor, cid).tool_connections == ()
+
+
+# --- models that cannot call tools --------------------------------------------------------------
+
+
+@pytest.fixture
+def with_gemini(database, toolbox):
+    """A text route of Gemini first, then OpenAI, and a budget that would show any hold left behind."""
+    with FakeOpenAI() as openai_fake, FakeGemini() as gemini_fake:
+        user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
+        actor = Actor(user.id, ws.id)
+        for kind, key, fake, model in (("gemini", gemini_server.API_KEY, gemini_fake, "gemini-2.5-flash"),
+                                       ("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini")):
+            c = connections.create_connection(actor, name=kind, provider_type=kind, api_key=key,
+                                              base_url=fake.base_url)
+            routes.add_target(actor, "text", connection_id=c.id, model=model)
+        budget = budgets.create_budget(actor, name="Monthly", scope="workspace", period="monthly", limit_usd="25")
+        yield actor, openai_fake, gemini_fake, toolbox, budget.id
+
+
+def _held(actor, budget_id) -> Decimal:
+    return budgets.get_budget(actor, budget_id).held
+
+
+def test_a_chosen_gemini_model_is_refused_with_tools_before_any_vendor(with_gemini):
+    actor, _, gemini_fake, box, budget_id = with_gemini
+    cid = _conversation(actor, "gemini/gemini-2.5-flash")
+
+    with pytest.raises(InvalidInput, match="Gemini models here do not call tools; pick an OpenAI or Anthropic "
+                                           "model for chat with tools"):
+        chat_tools.send(actor, cid, "Weather in Oslo tomorrow?", toolbox=box)
+
+    # Refused like a budget or a missing route: nothing sent, reserved, charged or stored.
+    assert gemini_fake.received == [] and _ledger() == [] and box.calls == []
+    assert _held(actor, budget_id) == 0
+    assert conversations.get_conversation(actor, cid).messages == ()
+
+
+def test_the_route_skips_gemini_when_tools_are_offered(with_gemini):
+    actor, openai_fake, gemini_fake, box, _ = with_gemini
+    cid = _conversation(actor, None)  # the route: Gemini first, then OpenAI
+    openai_fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})),
+                     openai_server.Reply(text="Sunny in Oslo."))
+
+    turn = chat_tools.send(actor, cid, "Weather in Oslo tomorrow?", toolbox=box)
+
+    assert (turn.status, turn.text) == ("ok", "Sunny in Oslo.")
+    assert gemini_fake.received == [] and len(openai_fake.received) == 2
+    assert [r.provider for r in _ledger()] == ["openai", "openai"]
+
+
+def test_a_later_model_turn_never_falls_back_to_gemini(with_gemini):
+    actor, openai_fake, gemini_fake, box, budget_id = with_gemini
+    cid = _conversation(actor, "openai/gpt-4o-mini")  # fallback stays on: the route's Gemini comes next
+    openai_fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})),
+                     openai_server.error_reply(401, "Incorrect API key provided.", kind="invalid_request_error"))
+
+    turn = chat_tools.send(actor, cid, "Weather in Oslo tomorrow?", toolbox=box)
+
+    assert turn.status == "error" and gemini_fake.received == []
+    assert "Incorrect API key" in turn.error and "gemini/gemini-2.5-flash: Gemini models here do not call tools" \
+        in turn.error
+    rows = _ledger()
+    assert [(r.provider, r.status) for r in rows] == [("openai", "ok"), ("openai", "error")]
+    assert _held(actor, budget_id) == 0
+    stored = conversations.get_conversation(actor, cid).messages[-1]
+    assert stored.status == "error" and stored.error == turn.error and stored.cost == turn.cost == rows[0].cost
