@@ -16,6 +16,11 @@ with its arguments and result, in order, for the transcript. Later turns send th
 questions and final answers only, not the tool traffic.
 
 Tool calls are not streamed: a model turn is a whole answer (``Provider.generate``).
+
+The context window (when known) has to hold the tool definitions as well as the history, so
+the history is trimmed to what the definitions leave; and before each later model turn the
+prompt, now with the tool results, is counted again: one that would not fit stops the loop with
+a stored error instead of being sent to fail at the vendor (and be billed for it).
 """
 
 from __future__ import annotations
@@ -30,12 +35,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine import conversations as conv, db, generation
+from engine import conversations as conv, db, generation, router, tokens
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError
 from engine.models import Conversation, ConversationMessage, LedgerEntry
 from engine.permissions import Actor, authorize
-from providers.base import Message, ToolSpec
+from providers.base import Message, Request, ToolSpec, tools_text
 
 DEFAULT_CAP = 8  # tool calls per turn
 MAX_RESULT_CHARS = 20_000  # of one tool result, sent to the model and stored
@@ -110,9 +115,19 @@ def _clip(text: str) -> str:
     return text[:MAX_RESULT_CHARS] + f"\n…(cut: the result was {len(text):,} characters)"
 
 
+def _specs(tools: list) -> tuple[ToolSpec, ...]:
+    return tuple(ToolSpec(t.qualified, t.description, t.input_schema) for t in tools)
+
+
+def _model(target: router.Target | None) -> str:
+    return target.model if target else "gpt-4o"  # the tokenizer conversations._fit counts with
+
+
 class _Loop:
-    def __init__(self, actor: Actor, c: Conversation, text: str, toolbox, cap: int):
+    def __init__(self, actor: Actor, c: Conversation, text: str, toolbox, cap: int,
+                 target: router.Target | None = None, window: conv.Window = conv.Window(None, None)):
         self.actor, self.text, self.toolbox, self.cap = actor, text, toolbox, cap
+        self.planned, self.window = target, window  # the model the turn is fitted to, and its window
         self.conversation_id = c.id
         self.settings = conv._Settings(c.target, c.system_prompt, c.temperature, c.max_tokens)
         self.base = uuid.uuid4().hex
@@ -123,11 +138,14 @@ class _Loop:
 
     def run(self, messages: tuple[Message, ...], tools: list) -> ToolTurn:
         by_name = {t.qualified: t for t in tools}
-        specs = tuple(ToolSpec(t.qualified, t.description, t.input_schema) for t in tools)
-        calls = 0
+        specs = _specs(tools)
+        calls, said = 0, ""
         try:
             while True:
+                if self.request_ids and (too_big := self._over_window(messages, specs)):
+                    return self._end("error", said, too_big)
                 gen = self._model_turn(messages, specs)
+                said = gen.text
                 if not gen.tool_calls:
                     return self._end("ok", gen.text, None)
                 if calls + len(gen.tool_calls) > self.cap:
@@ -158,6 +176,21 @@ class _Loop:
         if self.message_id is None:
             self._begin()
         return gen
+
+    def _over_window(self, messages: tuple[Message, ...], specs: tuple[ToolSpec, ...]) -> str | None:
+        """Why the next model turn must not be sent: its prompt and answer would not fit the window."""
+        if self.window.tokens is None:
+            return None
+        st = self.settings
+        answer = st.max_tokens or generation.DEFAULT_MAX_TOKENS
+        prompt = tokens.count_request(Request(kind="text", model=_model(self.planned), messages=messages,
+                                              system=st.system_prompt, tools=specs), "").tokens
+        if prompt + answer <= self.window.tokens:
+            return None
+        return (f"Stopped before model turn {len(self.request_ids) + 1}: with the tool results the prompt takes "
+                f"about {prompt:,} tokens, and with {answer:,} kept for the answer it would not fit "
+                f"{self.planned.label}'s context window of {self.window.tokens:,} tokens, so it was not sent. "
+                "Ask for less at a time, or choose a model with a larger context window.")
 
     def _call(self, call, by_name: dict) -> Message:
         tool = by_name.get(call.name)
@@ -254,8 +287,29 @@ def send(actor: Actor, conversation_id: int, text: str, *, toolbox=None, cap: in
         raise InvalidInput("None of the enabled connections offers a tool right now (disabled, or no tools listed).")
     window = conv._window_of(actor.workspace_id, target)
     reserved = c.max_tokens or generation.DEFAULT_MAX_TOKENS
-    prompt = conv._fit(c.system_prompt, turns, Message("user", text), target, window, reserved)
-    return _Loop(actor, c, text, toolbox, cap).run(prompt.messages, tools)
+    defined = _defined_tokens(window, tools, target, reserved)
+    try:
+        prompt = conv._fit(c.system_prompt, turns, Message("user", text), target,
+                           conv.Window(window.tokens - defined, window.source) if defined else window, reserved)
+    except InvalidInput as exc:
+        if not defined:
+            raise
+        raise InvalidInput(f"{exc} (That is what the enabled connections' tool definitions, about {defined:,} "
+                           f"tokens, leave of its {window.tokens:,}.)") from None
+    return _Loop(actor, c, text, toolbox, cap, target, window).run(prompt.messages, tools)
+
+
+def _defined_tokens(window: conv.Window, tools: list, target: router.Target | None, reserved: int) -> int:
+    """What the tool definitions take of a known window (0 when unknown): every model turn sends them."""
+    if window.tokens is None:
+        return 0
+    defined = tokens.count(tools_text(_specs(tools)), _model(target)) + tokens.PER_MESSAGE
+    if defined + reserved >= window.tokens:
+        raise InvalidInput(
+            f"The enabled connections' tool definitions alone take about {defined:,} tokens; with {reserved:,} "
+            f"kept for the answer they leave no room in {target.label}'s context window of {window.tokens:,} "
+            "tokens. Enable fewer connections, or lower max tokens in the model settings.")
+    return defined
 
 
 def describe_arguments(arguments: Any) -> str:

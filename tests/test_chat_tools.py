@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from engine import accounts, budgets, chat_tools, connections, conversations, db, routes
+from engine import accounts, budgets, chat_tools, connections, conversations, db, routes, tokens
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import LedgerEntry
+from engine.models import ConversationMessage, LedgerEntry
 from engine.permissions import Actor
+from providers.base import Message, Request, ToolSpec
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.anthropic_server import FakeAnthropic, tool_use_reply
 from tests.fakes.gemini_server import FakeGemini
@@ -261,3 +262,96 @@ def test_a_later_model_turn_never_falls_back_to_gemini(with_gemini):
     assert _held(actor, budget_id) == 0
     stored = conversations.get_conversation(actor, cid).messages[-1]
     assert stored.status == "error" and stored.error == turn.error and stored.cost == turn.cost == rows[0].cost
+
+
+# --- the context window ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def windowed(database, toolbox):
+    """OpenAI with a 3,000-token context window on its route."""
+    with FakeOpenAI() as fake:
+        user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
+        actor = Actor(user.id, ws.id)
+        c = connections.create_connection(actor, name="openai", provider_type="openai", api_key=openai_server.API_KEY,
+                                          base_url=fake.base_url)
+        routes.add_target(actor, "text", connection_id=c.id, model="gpt-4o-mini", context_window=3000)
+        yield actor, fake
+
+
+def _history(conversation_id: int, turns: int, words: int) -> None:
+    with db.transaction() as s:
+        for n in range(turns):
+            s.add(ConversationMessage(conversation_id=conversation_id, role="user", content=f"Q{n} " + "word " * words,
+                                      status="ok"))
+            s.add(ConversationMessage(conversation_id=conversation_id, role="assistant", content=f"A{n}.",
+                                      status="ok"))
+
+
+def _sent_tokens(body: dict) -> int:
+    """What the request the fake received takes of the window, counted as the path counts it."""
+    messages = tuple(Message(m["role"], m.get("content") or "") for m in body["messages"] if m["role"] != "system")
+    specs = tuple(ToolSpec(t["function"]["name"], t["function"]["description"], t["function"]["parameters"])
+                  for t in body.get("tools", ()))
+    return tokens.count_request(Request(kind="text", model=body["model"], messages=messages, tools=specs),
+                                "openai").tokens
+
+
+def test_the_history_is_trimmed_to_leave_room_for_the_tool_definitions(windowed, toolbox):
+    actor, fake = windowed
+    big = Tool(WEATHER, "forecast", "weather__forecast", "Forecasts. " + "detail " * 1500, CITY)
+    toolbox.tools = [big]
+    c = conversations.create_conversation(actor, target="openai/gpt-4o-mini", max_tokens=500)
+    chat_tools.set_tools(actor, c.id, [WEATHER])
+    _history(c.id, 4, 250)  # ~1,000 tokens of history: fits 3,000 - 500 alone, not beside ~1,500 of tools
+    fake.push(openai_server.Reply(text="Hello."))
+
+    turn = chat_tools.send(actor, c.id, "Hi", toolbox=toolbox)
+
+    assert turn.status == "ok"
+    [sent] = fake.received
+    assert _sent_tokens(sent.body) + 500 <= 3000  # it fits the model, tools included
+    assert sent.body["messages"][0]["content"].startswith(("Q1 ", "Q2 ", "Q3 "))  # the oldest turn(s) dropped
+
+
+def test_tools_that_fill_the_window_are_refused_before_any_vendor(windowed, toolbox):
+    actor, fake = windowed
+    toolbox.tools = [Tool(WEATHER, "forecast", "weather__forecast", "detail " * 2800, CITY)]
+    c = conversations.create_conversation(actor, target="openai/gpt-4o-mini", max_tokens=500)
+    chat_tools.set_tools(actor, c.id, [WEATHER])
+
+    with pytest.raises(InvalidInput, match="tool definitions alone take about"):
+        chat_tools.send(actor, c.id, "Hi", toolbox=toolbox)
+    # A message that would fit the window alone, but not beside the tools, says what the tools take.
+    toolbox.tools = [Tool(WEATHER, "forecast", "weather__forecast", "detail " * 1500, CITY)]
+    with pytest.raises(InvalidInput, match=r"does not fit .*tool definitions, about 1,5\d\d tokens, leave of "
+                                           r"its 3,000"):
+        chat_tools.send(actor, c.id, "Hi " + "word " * 1200, toolbox=toolbox)
+    assert fake.received == [] and _ledger() == []
+    assert conversations.get_conversation(actor, c.id).messages == ()
+
+
+class BigResults(Toolbox):
+    def call_tool(self, actor, connection_id, name, arguments, *, timeout_s=30):
+        self.calls.append((connection_id, name, arguments))
+        return ToolOutcome(True, "row " * 5000, None, None)  # 20,000 characters, ~5,000 tokens
+
+
+def test_a_later_model_turn_over_the_window_is_stopped_not_sent(windowed):
+    actor, fake = windowed
+    box = BigResults()
+    c = conversations.create_conversation(actor, target="openai/gpt-4o-mini", max_tokens=500)
+    chat_tools.set_tools(actor, c.id, [WEATHER])
+    fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})),
+              openai_server.Reply(text="Never sent."))
+
+    turn = chat_tools.send(actor, c.id, "Weather in Oslo?", toolbox=box)
+
+    assert turn.status == "error" and len(box.calls) == 1
+    assert len(fake.received) == 1  # the second model turn would not fit: not sent, not billed
+    assert "would not fit openai/gpt-4o-mini's context window of 3,000 tokens" in turn.error
+    rows = _ledger()
+    assert len(rows) == 1 and turn.cost == rows[0].cost
+    stored = conversations.get_conversation(actor, c.id).messages[-1]
+    assert stored.status == "error" and stored.error == turn.error
+    assert [s["type"] for s in stored.tool_steps] == ["model", "tool"]
