@@ -26,6 +26,7 @@ a stored error instead of being sent to fail at the vendor (and be billed for it
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ from engine.errors import InvalidInput, MeterbookError
 from engine.models import Conversation, ConversationMessage, LedgerEntry
 from engine.permissions import Actor, authorize
 from providers.base import Message, Request, ToolSpec, tools_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAP = 8  # tool calls per turn
 MAX_RESULT_CHARS = 20_000  # of one tool result, sent to the model and stored
@@ -156,10 +159,18 @@ class _Loop:
                 for call in gen.tool_calls:
                     calls += 1
                     messages += (self._call(call, by_name),)
-        except MeterbookError as exc:
+        except Exception as exc:
             if not self.request_ids or self._charged() is None and self.message_id is None:
                 raise  # refused before any vendor answered: nothing stored, as a plain chat turn
-            return self._end("error", "", str(exc))
+            if isinstance(exc, MeterbookError):
+                return self._end("error", "", str(exc))
+            # A bug or a database failure mid-turn: the answer must still end (never "streaming" for ever);
+            # the details go to the log, which the transcript's reader may not be meant to see.
+            log.exception("The tool loop of conversation %s stopped on an unexpected error", self.conversation_id)
+            turns = sum(s["type"] == "model" for s in self.steps)
+            return self._end("error", "", (
+                f"The answer stopped on an unexpected error ({type(exc).__name__}) after {turns} model "
+                f"turn{'s' if turns != 1 else ''}; it was logged for the administrator. Ask again to retry."))
 
     def _model_turn(self, messages: tuple[Message, ...], specs: tuple[ToolSpec, ...]) -> generation.Generation:
         request_id = f"{self.base}-m{len(self.request_ids) + 1}"

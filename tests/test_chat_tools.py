@@ -7,12 +7,14 @@ connectors side's, tested there. Every model turn must be its own priced ledger 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from engine import accounts, budgets, chat_tools, connections, conversations, db, routes, tokens
 from engine.errors import InvalidInput, MeterbookError, NotFound
@@ -355,3 +357,33 @@ def test_a_later_model_turn_over_the_window_is_stopped_not_sent(windowed):
     stored = conversations.get_conversation(actor, c.id).messages[-1]
     assert stored.status == "error" and stored.error == turn.error
     assert [s["type"] for s in stored.tool_steps] == ["model", "tool"]
+
+
+# --- unexpected errors ----------------------------------------------------------------------------
+
+
+class BrokenDatabase(Toolbox):
+    """A toolbox whose database fails mid-turn, after the first model turn was answered and stored."""
+
+    def call_tool(self, actor, connection_id, name, arguments, *, timeout_s=30):
+        self.calls.append((connection_id, name, arguments))
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_an_unexpected_error_after_the_first_model_turn_ends_the_answer_as_an_error(setup, caplog):
+    actor, fake, _, _ = setup
+    box = BrokenDatabase()
+    cid = _conversation(actor, "openai/gpt-4o-mini")
+    fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})))
+
+    with caplog.at_level(logging.ERROR, logger="engine.chat_tools"):
+        turn = chat_tools.send(actor, cid, "Weather in Oslo?", toolbox=box)
+
+    assert turn.status == "error" and len(fake.received) == 1
+    assert turn.error.startswith("The answer stopped on an unexpected error (OperationalError) after 1 model turn")
+    assert "server closed" not in turn.error  # the details go to the log, not to the transcript
+    assert any("server closed the connection" in (r.exc_text or "") for r in caplog.records)  # redacted, kept
+    stored = conversations.get_conversation(actor, cid).messages[-1]
+    assert stored.status == "error" and stored.error == turn.error  # never left "streaming"
+    rows = _ledger()
+    assert len(rows) == 1 and stored.cost == rows[0].cost and stored.ledger_id == rows[0].id
