@@ -16,11 +16,17 @@ with its arguments and result, in order, for the transcript. Later turns send th
 questions and final answers only, not the tool traffic.
 
 Tool calls are not streamed: a model turn is a whole answer (``Provider.generate``).
+
+The context window (when known) has to hold the tool definitions as well as the history, so
+the history is trimmed to what the definitions leave; and before each later model turn the
+prompt, now with the tool results, is counted again: one that would not fit stops the loop with
+a stored error instead of being sent to fail at the vendor (and be billed for it).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,13 +36,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from engine import chat_context, conversations as conv, db, generation
+from engine import chat_context, conversations as conv, db, generation, router, tokens
 from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError
 from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize
-from providers.base import Message, ToolSpec
+from providers.base import Message, Request, ToolSpec, tools_text
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CAP = 8  # tool calls per turn
 MAX_RESULT_CHARS = 20_000  # of one tool result, sent to the model and stored
@@ -111,9 +119,19 @@ def _clip(text: str) -> str:
     return text[:MAX_RESULT_CHARS] + f"\n…(cut: the result was {len(text):,} characters)"
 
 
+def _specs(tools: list) -> tuple[ToolSpec, ...]:
+    return tuple(ToolSpec(t.qualified, t.description, t.input_schema) for t in tools)
+
+
+def _model(target: router.Target | None) -> str:
+    return target.model if target else "gpt-4o"  # the tokenizer conversations._fit counts with
+
+
 class _Loop:
-    def __init__(self, actor: Actor, c: Conversation, text: str, toolbox, cap: int):
+    def __init__(self, actor: Actor, c: Conversation, text: str, toolbox, cap: int,
+                 target: router.Target | None = None, window: chat_context.Window = chat_context.Window(None, None)):
         self.actor, self.text, self.toolbox, self.cap = actor, text, toolbox, cap
+        self.planned, self.window = target, window  # the model the turn is fitted to, and its window
         self.conversation_id = c.id
         self.settings = conv._Settings(c.target, c.system_prompt, c.temperature, c.max_tokens)
         self.base = uuid.uuid4().hex
@@ -124,11 +142,14 @@ class _Loop:
 
     def run(self, messages: tuple[Message, ...], tools: list) -> ToolTurn:
         by_name = {t.qualified: t for t in tools}
-        specs = tuple(ToolSpec(t.qualified, t.description, t.input_schema) for t in tools)
-        calls = 0
+        specs = _specs(tools)
+        calls, said = 0, ""
         try:
             while True:
+                if self.request_ids and (too_big := self._over_window(messages, specs)):
+                    return self._end("error", said, too_big)
                 gen = self._model_turn(messages, specs)
+                said = gen.text
                 if not gen.tool_calls:
                     return self._end("ok", gen.text, None)
                 if calls + len(gen.tool_calls) > self.cap:
@@ -139,10 +160,18 @@ class _Loop:
                 for call in gen.tool_calls:
                     calls += 1
                     messages += (self._call(call, by_name),)
-        except MeterbookError as exc:
+        except Exception as exc:
             if not self.request_ids or self._charged() is None and self.message_id is None:
                 raise  # refused before any vendor answered: nothing stored, as a plain chat turn
-            return self._end("error", "", str(exc))
+            if isinstance(exc, MeterbookError):
+                return self._end("error", "", str(exc))
+            # A bug or a database failure mid-turn: the answer must still end (never "streaming" for ever);
+            # the details go to the log, which the transcript's reader may not be meant to see.
+            log.exception("The tool loop of conversation %s stopped on an unexpected error", self.conversation_id)
+            turns = sum(s["type"] == "model" for s in self.steps)
+            return self._end("error", "", (
+                f"The answer stopped on an unexpected error ({type(exc).__name__}) after {turns} model "
+                f"turn{'s' if turns != 1 else ''}; it was logged for the administrator. Ask again to retry."))
 
     def _model_turn(self, messages: tuple[Message, ...], specs: tuple[ToolSpec, ...]) -> generation.Generation:
         request_id = f"{self.base}-m{len(self.request_ids) + 1}"
@@ -159,6 +188,21 @@ class _Loop:
         if self.message_id is None:
             self._begin()
         return gen
+
+    def _over_window(self, messages: tuple[Message, ...], specs: tuple[ToolSpec, ...]) -> str | None:
+        """Why the next model turn must not be sent: its prompt and answer would not fit the window."""
+        if self.window.tokens is None:
+            return None
+        st = self.settings
+        answer = st.max_tokens or generation.DEFAULT_MAX_TOKENS
+        prompt = tokens.count_request(Request(kind="text", model=_model(self.planned), messages=messages,
+                                              system=st.system_prompt, tools=specs), "").tokens
+        if prompt + answer <= self.window.tokens:
+            return None
+        return (f"Stopped before model turn {len(self.request_ids) + 1}: with the tool results the prompt takes "
+                f"about {prompt:,} tokens, and with {answer:,} kept for the answer it would not fit "
+                f"{self.planned.label}'s context window of {self.window.tokens:,} tokens, so it was not sent. "
+                "Ask for less at a time, or choose a model with a larger context window.")
 
     def _call(self, call, by_name: dict) -> Message:
         tool = by_name.get(call.name)
@@ -255,8 +299,29 @@ def send(actor: Actor, conversation_id: int, text: str, *, toolbox=None, cap: in
         raise InvalidInput("None of the enabled connections offers a tool right now (disabled, or no tools listed).")
     window = chat_context.window_of(actor.workspace_id, target)
     reserved = c.max_tokens or generation.DEFAULT_MAX_TOKENS
-    prompt = chat_context.fit(c.system_prompt, turns, Message("user", text), target, window, reserved)
-    return _Loop(actor, c, text, toolbox, cap).run(prompt.messages, tools)
+    defined = _defined_tokens(window, tools, target, reserved)
+    try:
+        prompt = chat_context.fit(c.system_prompt, turns, Message("user", text), target,
+                           chat_context.Window(window.tokens - defined, window.source) if defined else window, reserved)
+    except InvalidInput as exc:
+        if not defined:
+            raise
+        raise InvalidInput(f"{exc} (That is what the enabled connections' tool definitions, about {defined:,} "
+                           f"tokens, leave of its {window.tokens:,}.)") from None
+    return _Loop(actor, c, text, toolbox, cap, target, window).run(prompt.messages, tools)
+
+
+def _defined_tokens(window: chat_context.Window, tools: list, target: router.Target | None, reserved: int) -> int:
+    """What the tool definitions take of a known window (0 when unknown): every model turn sends them."""
+    if window.tokens is None:
+        return 0
+    defined = tokens.count(tools_text(_specs(tools)), _model(target)) + tokens.PER_MESSAGE
+    if defined + reserved >= window.tokens:
+        raise InvalidInput(
+            f"The enabled connections' tool definitions alone take about {defined:,} tokens; with {reserved:,} "
+            f"kept for the answer they leave no room in {target.label}'s context window of {window.tokens:,} "
+            "tokens. Enable fewer connections, or lower max tokens in the model settings.")
+    return defined
 
 
 def describe_arguments(arguments: Any) -> str:

@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--http", action="store_true", help="serve streamable HTTP instead of stdio")
     mcp.add_argument("--host", default="127.0.0.1", help="HTTP: the address to listen on (default 127.0.0.1)")
     mcp.add_argument("--port", type=int, default=8766, help="HTTP: the port (default 8766)")
+    mcp.add_argument("--allowed-host", action="append", metavar="NAME",
+                     help="HTTP: a host name clients send in the Host header (name or name:port; repeatable); "
+                          "needed when --host is not a loopback address")
     mcp.set_defaults(func=cmd_mcp)
 
     rotate = sub.add_parser(

@@ -124,6 +124,7 @@ class _Plan:
     prompt_tokens: tokens.TokenCount
     max_tokens: int
     prices: pricing.PriceList
+    skipped: tuple[tuple[str, str], ...] = ()  # targets left out before routing (no tool calling), with why
 
 
 def _validate(req: GenerationRequest) -> GenerationRequest:
@@ -200,6 +201,9 @@ def _plan(req: GenerationRequest, actor: Actor) -> _Plan:
         )
     policy, targets, pinned, health, prices = (routing.policy, routing.targets, routing.pinned, routing.health,
                                                routing.prices)
+    skipped: tuple[tuple[str, str], ...] = ()
+    if req.tools:
+        targets, skipped = _tool_callers(targets, pinned)
     prompt_tokens = _count(req, targets[0])
     max_tokens = req.max_tokens or DEFAULT_MAX_TOKENS
 
@@ -208,7 +212,27 @@ def _plan(req: GenerationRequest, actor: Actor) -> _Plan:
 
     ordered = router.order(targets, policy, health, cost_of, pinned)
     return _Plan(actor, req, req.request_id or uuid.uuid4().hex, policy, ordered, health, prompt_tokens, max_tokens,
-                 prices)
+                 prices, skipped)
+
+
+def _tool_callers(targets: list[router.Target], pinned: router.Target | None
+                  ) -> tuple[list[router.Target], tuple[tuple[str, str], ...]]:
+    """The targets that can take a call offering tools, and the others with why they are left out.
+
+    Decided here, before anything is reserved or sent: a chosen model that cannot call tools is
+    refused in its own words; route targets that cannot are skipped (named in the message if
+    every other one fails), so no answer ever comes from a model that silently dropped the tools.
+    """
+    import providers
+
+    if pinned is not None and (why := providers.tools_refusal(pinned.provider_type)):
+        raise InvalidInput(f"{pinned.label}: {why}")
+    able = [t for t in targets if providers.tools_refusal(t.provider_type) is None]
+    skipped = tuple((t.label, providers.tools_refusal(t.provider_type)) for t in targets if t not in able)
+    if not able:
+        raise InvalidInput("No model on this route can call tools. "
+                           + "; ".join(f"{label}: {why}" for label, why in skipped))
+    return able, skipped
 
 
 def _count(req: GenerationRequest, target: router.Target) -> tokens.TokenCount:
@@ -444,7 +468,8 @@ def generate(req: GenerationRequest, actor: Actor) -> Generation:
             raise
         return a.finish(result)
 
-    return router.Router(plan.policy, plan.health).run(plan.targets, attempt, tokens=plan.prompt_tokens.tokens)
+    return router.Router(plan.policy, plan.health).run(plan.targets, attempt, tokens=plan.prompt_tokens.tokens,
+                                                       skipped=plan.skipped)
 
 
 class GenerationStream:
@@ -486,7 +511,8 @@ class GenerationStream:
             a.ttft_ms = a.elapsed_ms()
             self._attempt, self._items, self._first = a, items, first
 
-        router.Router(plan.policy, plan.health).run(plan.targets, attempt, tokens=plan.prompt_tokens.tokens)
+        router.Router(plan.policy, plan.health).run(plan.targets, attempt, tokens=plan.prompt_tokens.tokens,
+                                                    skipped=plan.skipped)
 
     def __iter__(self) -> Iterator[str]:
         if self._done:

@@ -317,9 +317,14 @@ class Router:
         delay = self.jitter() * min(self.policy.backoff_cap, self.policy.backoff_base * 2**retry)
         return max(delay, retry_after or 0.0)
 
-    def run(self, targets: list[Target], attempt: Callable[[Target, int], T], *, tokens: int = 0) -> T:
-        """Call ``attempt(target, n)`` until one succeeds; it raises ``ProviderError`` to fail."""
+    def run(self, targets: list[Target], attempt: Callable[[Target, int], T], *, tokens: int = 0,
+            skipped: Iterable[tuple[str, str]] = ()) -> T:
+        """Call ``attempt(target, n)`` until one succeeds; it raises ``ProviderError`` to fail.
+
+        ``skipped`` names targets the caller left out beforehand, with why, for the message if all fail.
+        """
         failures: list[tuple[str, str]] = []
+        left_out = list(skipped)
         last: ProviderError | None = None
         made = 0
         too_long_at: int | None = None  # the context window a prompt did not fit
@@ -333,7 +338,7 @@ class Router:
             for retry in range(self.policy.retries_per_target + 1):
                 if made >= self.policy.max_attempts:
                     failures.append((target.label, "not tried: the attempt limit was reached"))
-                    raise self._give_up(failures, last)
+                    raise self._give_up(failures + left_out, last)
                 wait = self.limiter.acquire(target, tokens)
                 if wait > 0:
                     failures.append((target.label, f"its rate limit is full for {wait:.0f} s"))
@@ -354,8 +359,8 @@ class Router:
                         continue
                     if exc.fallback:
                         break
-                    raise self._give_up(failures, last) from exc
-        raise self._give_up(failures, last)
+                    raise self._give_up(failures + left_out, last) from exc
+        raise self._give_up(failures + left_out, last)
 
     @staticmethod
     def _give_up(failures: list[tuple[str, str]], last: ProviderError | None) -> NoRoute:

@@ -8,6 +8,7 @@ received. Typing with no conversation open starts one.
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 
 import streamlit as st
@@ -18,6 +19,8 @@ from engine.conversations import ConversationView, MessageView
 from engine.errors import MeterbookError
 from engine.generation import DEFAULT_MAX_TOKENS
 from pages import _common as ui
+
+log = logging.getLogger(__name__)
 
 ROUTE = ""  # the model choice that leaves it to the workspace's text route
 THUMBS = {0: -1, 1: 1}  # st.feedback's thumbs (down, up) → a rating
@@ -285,6 +288,11 @@ def send_with_tools(text: str, conversation_id: int) -> None:
         except MeterbookError as exc:
             st.session_state["chat_unsent"] = (conversation_id, text, str(exc))
             st.rerun()
+        except Exception as exc:  # a bug or a database failure the loop could not store: words, not a traceback
+            log.exception("Chat with tools failed in conversation %s", conversation_id)
+            st.error(f"The answer could not be finished: an unexpected error ({type(exc).__name__}) stopped it. "
+                     "It was logged for the administrator; try again in a moment.", icon=":material/error:")
+            return
     open_conversation(turn.conversation_id)
     st.rerun()
 

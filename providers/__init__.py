@@ -19,6 +19,20 @@ TYPES = {
     "fal": "providers.fal:FalProvider",
 }
 
+# The types whose modules send ``Request.tools`` and read the model's tool calls back; the others
+# refuse a request with tools (answering without them would be a silent degrade). The engine reads
+# this before a call, so a route offering tools skips them without reaching the vendor.
+TOOL_CALLING = frozenset({"openai", "openai-compatible", "anthropic"})
+_LABELS = {"gemini": "Gemini", "elevenlabs": "ElevenLabs", "fal": "fal"}
+
+
+def tools_refusal(provider_type: str) -> str | None:
+    """Why a provider type cannot take a request that offers tools, in the user's words; None if it can."""
+    if provider_type in TOOL_CALLING:
+        return None
+    label = _LABELS.get(provider_type, provider_type)
+    return f"{label} models here do not call tools; pick an OpenAI or Anthropic model for chat with tools."
+
 
 def build(provider_type: str, config: Config, *, name: str | None = None) -> Provider:
     """A provider instance; ``name`` is the id it reports (an openai-compatible "groq", say)."""

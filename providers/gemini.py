@@ -5,6 +5,10 @@ Usage comes from ``usageMetadata``: ``promptTokenCount`` already includes the ca
 output, so they are added to ``candidatesTokenCount``. A stream that ends before a candidate
 carries a ``finishReason`` is a failure (``TruncatedStream``) that still reports what was
 received. Prompts or answers blocked for safety are a ``BadRequest`` in plain words.
+
+Tool calling is not built here: a request offering tools, or carrying tool calls and results
+from another model's turns, is refused (``BadRequest``) before anything is sent, rather than
+answered without the tools or with the tool traffic flattened into user text.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from providers import tools_refusal
 from providers._http import VendorError, VendorHTTP, json_body, path_segment
 from providers.base import (
     BadRequest,
@@ -126,6 +131,8 @@ class GeminiProvider:
             raise BadRequest(f"Gemini here makes text, not {req.kind}.", provider=self.id)
         if not (req.messages or req.prompt):
             raise BadRequest("The request has no prompt to send to Gemini.", provider=self.id)
+        if req.tools or any(m.role == "tool" or m.tool_calls for m in req.messages):
+            raise BadRequest(tools_refusal("gemini"), provider=self.id)
 
 
 # --- request --------------------------------------------------------------------------------

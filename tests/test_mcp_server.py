@@ -17,6 +17,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import anyio
+import httpx
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
@@ -178,10 +179,10 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _http_server(database, data_dir):
+def _http_server(database, data_dir, *extra: str):
     port = _free_port()
     log = open(data_dir / "mcp-http.log", "w+b")  # a file, not a pipe: nobody reads a pipe while the test runs
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "mcp", "--http", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "mcp", "--http", "--port", str(port), *extra],
                             env={**os.environ, **_env(database, data_dir)}, cwd=PROJECT_ROOT,
                             stdout=subprocess.DEVNULL, stderr=log)
     try:
@@ -202,8 +203,8 @@ def _http_server(database, data_dir):
         log.close()
 
 
-def _http(url: str, key: str | None) -> Client:
-    headers = {"Authorization": f"Bearer {key}"} if key else None
+def _http(url: str, key: str | None, **extra_headers: str) -> Client:
+    headers = ({"Authorization": f"Bearer {key}"} if key else {}) | extra_headers or None
     return Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)),
                   read_timeout_seconds=60)
 
@@ -234,3 +235,64 @@ def test_streamable_http_serves_and_refuses_by_the_bearer_key(ws):
     assert "“workflows:run”" in errors["scope"].message
     assert _runs() == runs_before + 1  # the refused run never started
     assert Decimal(today["spend_usd"]) == _ledger()[1]
+
+
+INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
+
+
+def test_http_answers_the_host_names_allowed_and_refuses_others(ws):
+    """A client behind a proxy names the proxy's host, not the address the server listens on."""
+    actor, keys, database, data_dir = ws
+    with _http_server(database, data_dir, "--allowed-host", "mcp.example.com") as url:
+        async def main():
+            async with _http(url, keys["all"], Host="mcp.example.com") as client:
+                listed = await client.list_tools()
+                spend = await client.call_tool("spend_summary", {"period": "today"})
+            return listed, spend
+
+        listed, spend = anyio.run(main)
+        probe = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+        with httpx.Client(timeout=30) as http:
+            proxied = http.post(url, json=INITIALIZE, headers=probe | {"Host": "mcp.example.com:443",
+                                                                       "Origin": "https://mcp.example.com"})
+            local = http.post(url, json=INITIALIZE, headers=probe)  # 127.0.0.1:port, as before
+            rebound = http.post(url, json=INITIALIZE, headers=probe | {"Host": "attacker.example"})
+    assert {t.name for t in listed.tools} == TOOLS and not spend.is_error
+    assert proxied.status_code == 200 and local.status_code == 200
+    assert rebound.status_code == 421  # the SDK's DNS-rebinding protection still names only these hosts
+
+
+def test_a_non_loopback_http_bind_needs_allowed_host_and_warns_that_keys_travel_in_clear(monkeypatch, capsys):
+    from engine import cli, migrate
+    from engine.mcp_server import server
+
+    served, migrated = [], []
+    monkeypatch.setattr(server, "serve", lambda **kwargs: served.append(kwargs))
+    monkeypatch.setattr(migrate, "upgrade", lambda: migrated.append(True))
+
+    assert cli.main(["mcp", "--http", "--host", "0.0.0.0"]) == 1
+    refused = capsys.readouterr().err
+    assert "--allowed-host" in refused and served == [] and migrated == []  # refused before touching anything
+
+    assert cli.main(["mcp", "--http", "--host", "0.0.0.0", "--allowed-host", "mcp.example.com",
+                     "--allowed-host", "10.0.0.5:8766"]) == 0
+    warned = capsys.readouterr().err
+    assert "in clear" in warned and "TLS" in warned
+    assert served == [{"http": True, "host": "0.0.0.0", "port": 8766,
+                       "allowed_hosts": ("mcp.example.com", "10.0.0.5:8766")}]
+    security = server.transport_security("0.0.0.0", 8766, ("mcp.example.com", "10.0.0.5:8766"))
+    assert {"mcp.example.com", "mcp.example.com:*", "10.0.0.5:8766"} <= set(security.allowed_hosts)
+    assert "10.0.0.5:*" not in security.allowed_hosts  # a name given with its port allows only that port
+    assert {"https://mcp.example.com", "https://mcp.example.com:*"} <= set(security.allowed_origins)
+
+    served.clear()
+    assert cli.main(["mcp", "--http"]) == 0  # loopback needs neither and is not warned about
+    assert "in clear" not in capsys.readouterr().err
+    assert served[0]["host"] == "127.0.0.1" and served[0]["allowed_hosts"] == ()
+    assert set(server.transport_security("127.0.0.1", 8766, ()).allowed_hosts) == {
+        "127.0.0.1", "127.0.0.1:8766", "localhost", "localhost:8766"}
+
+    for bad in ("https://mcp.example.com", "mcp.example.com/mcp", ""):
+        assert cli.main(["mcp", "--http", "--host", "0.0.0.0", "--allowed-host", bad]) == 1
+        assert "--allowed-host" in capsys.readouterr().err

@@ -7,6 +7,7 @@ package's will: the page reaches it only through ``engine.chat_tools``.
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from engine import chat_tools, connections, conversations, generation, routes
 from engine.config import get_settings
@@ -76,3 +77,41 @@ def test_enable_tools_then_an_answer_shows_each_call_collapsed(keyed, box, fake)
     answer = conversations.get_conversation(keyed, c.id).messages[-1]
     assert answer.cost is not None and answer.cost > 0
     assert any(cap.value.startswith("openai/gpt-4o-mini · 24 in / 14 out tokens") for cap in at.caption)
+
+
+def _with_tools(keyed, box) -> int:
+    chat_tools.register_choices(lambda actor: {WEATHER: "Weather"})
+    c = conversations.create_conversation(keyed)
+    chat_tools.set_tools(keyed, c.id, [WEATHER])
+    return c.id
+
+
+def test_an_unexpected_error_mid_answer_shows_as_a_failed_answer_not_a_traceback(keyed, box, fake, monkeypatch):
+    def broken(actor, connection_id, name, arguments, *, timeout_s=30):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(box, "call_tool", broken)
+    cid = _with_tools(keyed, box)
+    at = _open(cid)
+    fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})))
+    at.chat_input(key="chat_input").set_value("Weather in Oslo?").run()
+
+    no_exceptions(at)
+    [shown] = errors(at)
+    assert shown.startswith("This answer failed: The answer stopped on an unexpected error (OperationalError)")
+    assert conversations.get_conversation(keyed, cid).messages[-1].status == "error"
+
+
+def test_an_unexpected_error_before_any_model_turn_is_an_error_message(keyed, box, fake, monkeypatch):
+    def broken(actor, connection_ids):
+        raise RuntimeError("the connectors table is locked")
+
+    monkeypatch.setattr(box, "tools_for", broken)
+    cid = _with_tools(keyed, box)
+    at = _open(cid)
+    at.chat_input(key="chat_input").set_value("Weather in Oslo?").run()
+
+    no_exceptions(at)
+    [shown] = errors(at)
+    assert "unexpected error (RuntimeError)" in shown and "locked" not in shown
+    assert fake.received == [] and conversations.get_conversation(keyed, cid).messages == ()

@@ -19,6 +19,8 @@ from providers.base import (
     Request,
     Result,
     Timeout,
+    ToolCall,
+    ToolSpec,
     TruncatedStream,
     Unavailable,
 )
@@ -272,6 +274,22 @@ def test_nothing_listening_is_unavailable():
 def test_non_text_kinds_are_refused(gemini):
     with pytest.raises(BadRequest):
         gemini.generate(Request(kind="image", model=MODEL, prompt="a cat"))
+
+
+def test_tools_are_refused_in_plain_words_before_calling(fake, gemini):
+    # Tool calling is not built for Gemini: answering without the tools would be a silent degrade.
+    forecast = ToolSpec("weather__forecast", "The forecast for a city.", {"type": "object"})
+    call = ToolCall("call_1", "weather__forecast", {"city": "Oslo"}, '{"city": "Oslo"}')
+    with_tools = ask(tools=(forecast,))
+    tool_turns = Request(kind="text", model=MODEL, messages=(
+        Message("user", "Weather in Oslo?"), Message("assistant", "", tool_calls=(call,)),
+        Message("tool", "Sunny.", tool_call_id="call_1")))
+    for req in (with_tools, tool_turns):
+        for call_it in (gemini.generate, lambda r: list(gemini.stream(r))):
+            with pytest.raises(BadRequest, match="Gemini models here do not call tools; pick an OpenAI or "
+                                                 "Anthropic model for chat with tools"):
+                call_it(req)
+    assert fake.received == []  # refused here, never sent
 
 
 # --- the instance -----------------------------------------------------------------------------

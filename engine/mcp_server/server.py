@@ -8,10 +8,17 @@ missing scope or a role that may not do it is refused as a JSON-RPC error (``INV
 with ``data.reason``), while the engine's other refusals (bad input, not found, a plan limit, a
 budget) come back as a tool result marked ``isError`` with the engine's own words, which a
 model can read and act on. Listing tools needs no key: it does and reveals nothing.
+
+Over HTTP the SDK's DNS-rebinding protection answers 421 to a request whose Host header names
+anything but the listening address or a name given with ``--allowed-host``. Listening beyond
+this machine (not a loopback address) therefore needs at least one ``--allowed-host``, and is
+warned about: the keys travel in clear unless a TLS proxy sits in front.
 """
 
+import ipaddress
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -21,7 +28,7 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types import INVALID_REQUEST, ToolAnnotations
 
-from engine.errors import InvalidCredentials, MeterbookError, PermissionDenied
+from engine.errors import InvalidCredentials, InvalidInput, MeterbookError, PermissionDenied
 from engine.mcp_server import auth, operations as ops
 from engine.permissions import Actor
 
@@ -100,22 +107,75 @@ def build(key_source: KeySource) -> MCPServer:
     return server
 
 
-def serve(*, http: bool, host: str = "127.0.0.1", port: int = 8766) -> None:
+def serve(*, http: bool, host: str = "127.0.0.1", port: int = 8766, allowed_hosts: tuple[str, ...] = ()) -> None:
     """Run until stopped: stdio for a client that spawns us, or streamable HTTP on host:port."""
     try:
-        _serve(http, host, port)
+        _serve(http, host, port, allowed_hosts)
     finally:
         ops.stop()  # a run still being worked here goes back to the queue rather than holding up the exit
 
 
-def _serve(http: bool, host: str, port: int) -> None:
+def _serve(http: bool, host: str, port: int, allowed_hosts: tuple[str, ...]) -> None:
     if not http:
         build(stdio_key).run("stdio")
         return
     server = build(http_key)
-    # DNS-rebinding protection: only the address we listen on (and localhost for 127.0.0.1) may be named.
-    hosts = [host, f"{host}:{port}"] + ([f"localhost:{port}", "localhost"] if host == "127.0.0.1" else [])
-    security = TransportSecuritySettings(allowed_hosts=hosts, allowed_origins=[f"http://{h}" for h in hosts])
     # Stateless, JSON answers: every request stands alone (and carries its own key).
     server.run("streamable-http", host=host, port=port, streamable_http_path=HTTP_PATH, stateless_http=True,
-               json_response=True, transport_security=security)
+               json_response=True, transport_security=transport_security(host, port, allowed_hosts))
+
+
+# --- who may be named in the Host header ------------------------------------------------------
+
+ALLOWED_HOST = re.compile(r"(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::(?:\d{1,5}|\*))?", re.I)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` keeps the server to this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to, it may be reachable from elsewhere
+
+
+def check_allowed_host(value: str) -> str:
+    """A ``--allowed-host`` value as the Host header carries it: a name or address, optionally ``:port``."""
+    value = value.strip()
+    if not ALLOWED_HOST.fullmatch(value):
+        raise InvalidInput(f"--allowed-host {value!r} is not a host name: give it as clients send it in the Host "
+                           "header, like mcp.example.com or mcp.example.com:8443 (no scheme, no path).")
+    return value.lower()
+
+
+def check_bind(host: str, allowed_hosts: tuple[str, ...]) -> str | None:
+    """Refuse a bind beyond this machine that names no host; else the warning such a bind deserves (or None)."""
+    if is_loopback(host):
+        return None
+    if not allowed_hosts:
+        raise InvalidInput(
+            f"Listening on {host} (beyond this machine) needs --allowed-host: pass the host name clients use to "
+            "reach this server (like --allowed-host mcp.example.com; repeat it for each name). Requests naming "
+            "any other host are refused (HTTP 421) to stop DNS-rebinding attacks.")
+    return (f"Warning: listening on {host}, reachable from other machines, over plain HTTP. Every MCP request "
+            "carries a Meterbook API key, which travels in clear unless a TLS-terminating proxy sits in front; "
+            "serve it only behind one (or on a network you trust).")
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host  # how a Host header names IPv6
+
+
+def transport_security(host: str, port: int, allowed_hosts: tuple[str, ...] = ()) -> TransportSecuritySettings:
+    """The SDK's DNS-rebinding protection: the address we listen on (and localhost for 127.0.0.1), plus the
+    names given with --allowed-host (a name without a port: any port, as a proxy in front may use 443)."""
+    bound = _bracketed(host)
+    hosts = [bound, f"{bound}:{port}"] + ([f"localhost:{port}", "localhost"] if host == "127.0.0.1" else [])
+    origins = [f"http://{h}" for h in hosts]
+    for name in allowed_hosts:
+        named = [name] if re.search(r":(\d+|\*)$", name) else [name, f"{name}:*"]
+        hosts += named
+        origins += [f"{scheme}://{h}" for h in named for scheme in ("https", "http")]
+    return TransportSecuritySettings(allowed_hosts=list(dict.fromkeys(hosts)),
+                                     allowed_origins=list(dict.fromkeys(origins)))
