@@ -18,7 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from engine import accounts, budgets, chat_tools, connections, conversations, db, routes, tokens
 from engine.errors import InvalidInput, MeterbookError, NotFound
-from engine.models import ConversationMessage, LedgerEntry
+from engine.chat_models import ConversationMessage
+from engine.models import LedgerEntry
 from engine.permissions import Actor
 from providers.base import Message, Request, ToolSpec
 from tests.fakes import anthropic_server, gemini_server, openai_server
