@@ -92,7 +92,7 @@ def test_an_unexpected_error_mid_answer_shows_as_a_failed_answer_not_a_traceback
 
     monkeypatch.setattr(box, "call_tool", broken)
     cid = _with_tools(keyed, box)
-    at = _open(cid)
+    at = open_page(PAGE, query={"conversation": str(cid)})
     fake.push(tool_call_reply(("call_1", "weather__forecast", {"city": "Oslo"})))
     at.chat_input(key="chat_input").set_value("Weather in Oslo?").run()
 
@@ -108,7 +108,7 @@ def test_an_unexpected_error_before_any_model_turn_is_an_error_message(keyed, bo
 
     monkeypatch.setattr(box, "tools_for", broken)
     cid = _with_tools(keyed, box)
-    at = _open(cid)
+    at = open_page(PAGE, query={"conversation": str(cid)})
     at.chat_input(key="chat_input").set_value("Weather in Oslo?").run()
 
     no_exceptions(at)
