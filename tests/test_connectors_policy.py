@@ -11,6 +11,7 @@ from engine import db, vault
 from engine.config import get_settings
 from engine.connectors import connections, policy, toolbox
 from engine.connectors.models import McpConnection
+from engine.billing.limits import PlanLimitReached
 from engine.errors import PermissionDenied
 from tests.factories import owner
 from tests.test_connectors import ENV_SECRET, FAKE, assert_no_child_left
@@ -103,3 +104,12 @@ def test_a_tool_that_echoes_the_connections_secret_is_scrubbed(boss):
     failed = toolbox.call_tool(boss, conn.id, "fail", {"reason": f"invalid key {ENV_SECRET}"})
     assert not failed.ok and ENV_SECRET not in failed.error and ENV_SECRET not in failed.text
     assert "invalid key [REDACTED]" in failed.error
+
+
+def test_a_plan_without_connectors_stops_existing_ones_at_use(boss, stdio_mode):
+    conn = connections.create_custom(boss, name="Fake tools", command=FAKE)
+    stdio_mode("any", billing=True)  # billing on; the workspace has no subscription, so it is on Free
+    with pytest.raises(PlanLimitReached, match="does not include MCP connectors"):
+        toolbox.call_tool(boss, conn.id, "echo", {"text": "x"})
+    with pytest.raises(PlanLimitReached, match="does not include MCP connectors"):
+        toolbox.tools_for(boss, [conn.id])

@@ -32,6 +32,7 @@ from engine.models import LedgerEntry
 from engine.permissions import Actor
 from engine.workflows import store
 from engine.workflows.models import WorkflowRun
+from tests.factories import member
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
 
 WORKFLOW = """
@@ -170,6 +171,24 @@ def test_stdio_refuses_without_a_valid_key_or_scope(ws):
     assert "not valid (unknown, revoked or expired)" in errors["revoked"].message
     assert all(e.data == {"reason": "unauthorised"} for e in errors.values())
     assert _runs() == 0 and _ledger()[0] == 0  # nothing was done
+
+
+def test_a_key_acts_with_its_creators_current_role(ws):
+    actor, keys, database, data_dir = ws
+    admin = member(actor, "ad@example.com", "admin")
+    _, key = api_keys.create_api_key(admin, "admin's agent", ["workflows:read", "workflows:run"])
+    accounts.change_role(actor, admin.user_id, "viewer")  # the key's scopes stay; its creator may no longer run
+
+    async def main():
+        async with _stdio(database, data_dir, key) as client:
+            listed = (await client.call_tool("list_workflows", {})).structured_content["workflows"]
+            refused = await _refused(client, "run_workflow", {"workflow": "summarise", "inputs": {"topic": "x"}})
+            return listed, refused
+
+    listed, refused = anyio.run(main)
+    assert [w["name"] for w in listed] == ["summarise"]  # a viewer may still read
+    assert refused.data == {"reason": "forbidden"} and "Refused:" in refused.message
+    assert _runs() == 0 and _ledger()[0] == 0
 
 
 def _free_port() -> int:

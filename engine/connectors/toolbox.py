@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any
 
 from engine import db, vault
+from engine.billing import limits
 from engine.connectors import client, connections, sessions
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, NotFound, PermissionDenied
@@ -66,6 +67,7 @@ def tools_for(actor: Actor, connection_ids: list[int]) -> list[Tool]:
     fresh_after = utcnow() - timedelta(seconds=TOOLS_FRESH_S)
     with db.read_session() as s:
         authorize(s, actor, "workspace.read")
+    _require_plan(actor)
     for connection_id in dict.fromkeys(connection_ids):
         try:
             with db.read_session() as s:
@@ -126,6 +128,7 @@ def call_detailed(actor: Actor, connection_id: int, name: str, arguments: dict, 
         row, spec = connections.server_spec(s, actor.workspace_id, connection_id)
         if not row.enabled:
             raise InvalidInput(f"The connector {row.name!r} is disabled; enable it on the Connectors page.")
+    _require_plan(actor)
     if within_s is not None:
         spec, timeout_s = _fit_in(spec, float(timeout_s), float(within_s))
     try:
@@ -150,3 +153,8 @@ def _fit_in(spec: client.ServerSpec, call_s: float, within_s: float) -> tuple[cl
     start_s = min(spec.start_timeout_s, budget / 2)
     call_s = min(call_s, budget - start_s)
     return replace(spec, start_timeout_s=min(spec.start_timeout_s, budget - call_s)), call_s
+
+
+def _require_plan(actor: Actor) -> None:
+    """Connectors are a plan feature at use too, not only when one is added: a downgrade stops them."""
+    limits.require_feature(actor.workspace_id, "mcp_connectors")
