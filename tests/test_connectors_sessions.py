@@ -116,6 +116,17 @@ def test_concurrent_callers_get_their_own_processes_and_the_idle_ones_are_capped
     assert sessions.open_count() == 1
 
 
+def test_an_old_or_chatty_server_is_started_afresh(boss, monkeypatch):
+    conn = connector(boss)
+    monkeypatch.setattr(sessions, "MAX_STDERR_BYTES", 10)
+    toolbox.call_tool(boss, conn.id, "fail", {"reason": "the server logs this to stderr"})
+    until(lambda: sessions.open_count() == 0 and fake_children() == [], timeout=15)
+    monkeypatch.setattr(sessions, "MAX_STDERR_BYTES", 1 << 20)
+    monkeypatch.setattr(sessions, "MAX_AGE_S", 0.0)
+    echo(boss, conn)
+    until(lambda: sessions.open_count() == 0 and fake_children() == [], timeout=15)
+
+
 def test_idle_sessions_are_reaped(boss, monkeypatch):
     monkeypatch.setattr(sessions, "IDLE_S", 0.3)
     monkeypatch.setattr(sessions, "REAP_EVERY_S", 0.1)

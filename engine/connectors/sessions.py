@@ -8,7 +8,8 @@ old one idles out), and hands it back after the call. Remote (HTTP) servers keep
 call (``client``): there is no process to start, and a hosted server may expire sessions.
 
 - A session serves one call at a time; concurrent callers each get a process of their own.
-- It is closed once idle for ``IDLE_S``, when more than ``MAX_IDLE`` sit idle (oldest first), and
+- It is closed once idle for ``IDLE_S``, when more than ``MAX_IDLE`` sit idle (oldest first), after
+  ``MAX_AGE_S`` or ``MAX_STDERR_BYTES`` of the server's log (no slow leak, no endless temp file), and
   at once after any failure but a tool's own error: after a timeout or a dying server its state is
   in doubt, so the next call starts afresh.
 - One idle for more than ``PROBE_AFTER_S`` is probed with a tool listing before it gets a call,
@@ -48,6 +49,8 @@ IDLE_S = 300.0
 PROBE_AFTER_S = 30.0
 PROBE_TIMEOUT_S = 5.0
 MAX_IDLE = 8
+MAX_AGE_S = 3600.0
+MAX_STDERR_BYTES = 1 << 20
 REAP_EVERY_S = 30.0
 Scope = tuple[int, int]  # (workspace id, connection id): no sharing of a process across connections
 
@@ -62,6 +65,7 @@ class _Session:
     client: Client | None = None
     owner: asyncio.Task | None = None
     last_used: float = 0.0
+    opened_at: float = field(default_factory=time.monotonic)
 
 
 _idle: dict[tuple, list[_Session]] = {}  # key → idle sessions, the most recently used last
@@ -190,16 +194,24 @@ async def _own(session: _Session, ready: asyncio.Future) -> None:
 
 def _checkin(session: _Session) -> None:
     session.last_used = time.monotonic()
+    if (session.last_used - session.opened_at > MAX_AGE_S
+            or client.stderr_size(session.errlog) > MAX_STDERR_BYTES):
+        _background_close(session)  # a long-lived or chatty server starts afresh: no slow leak, no huge log
+        return
     _idle.setdefault(session.key, []).append(session)
     everyone = sorted((s for group in _idle.values() for s in group), key=lambda s: s.last_used)
     for oldest in everyone[:max(0, len(everyone) - MAX_IDLE)]:
         _drop(oldest)
-        task = asyncio.get_running_loop().create_task(_close(oldest))
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
+        _background_close(oldest)
     reaper = _state["reaper"]
     if reaper is None or reaper.done():
         _state["reaper"] = asyncio.get_running_loop().create_task(_reap(), name="mcp-session reaper")
+
+
+def _background_close(session: _Session) -> None:
+    task = asyncio.get_running_loop().create_task(_close(session))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
 
 
 def _drop(session: _Session) -> None:
