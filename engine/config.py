@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # off, catalog (the catalog's commands, not those with host access) or any (custom commands too).
     # Unset: any while self-hosted (billing off), catalog once billing is on.
     mcp_stdio: Literal["off", "catalog", "any"] | None = None
+    # Whether URLs a workspace types (the http node, remote MCP servers) may reach this host's own
+    # networks (engine/outbound.py). Unset: allow while self-hosted, deny once billing is on.
+    private_network: Literal["allow", "deny"] | None = None
 
     demo_seed: int = 20261122
     demo_rows: int | None = None  # ledger rows for the demo workspace; None: a small team's 90 days

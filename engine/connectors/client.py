@@ -29,7 +29,8 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from engine import redaction
+from engine import outbound, redaction
+from engine.errors import PermissionDenied
 from engine.connectors import loop
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,11 @@ def _run(spec: ServerSpec, work, *, call_timeout_s: float):
 
 
 async def _session(spec: ServerSpec, work, call_timeout_s: float):
+    if spec.transport == "http":
+        try:
+            await anyio.to_thread.run_sync(outbound.check_host, urlsplit(spec.url or "").hostname)
+        except PermissionDenied as exc:
+            raise ServerFailure(str(exc), kind="refused", retry=False) from None
     phase = "start"
     statuses: list[int] = []
     with tempfile.TemporaryFile() as errlog:

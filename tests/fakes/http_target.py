@@ -18,7 +18,7 @@ class Seen:
 
 @dataclass
 class HttpTarget:
-    # path → answers taken one per request (the last repeats): (status, body, content type[, delay s])
+    # path → answers taken one per request (the last repeats): (status, body, content type[, delay s[, headers]])
     answers: dict[str, list[tuple]] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
@@ -38,13 +38,15 @@ class HttpTarget:
                 queue = target.answers.get(path) or [(200, {"ok": True}, "application/json")]
                 answer = queue.pop(0) if len(queue) > 1 else queue[0]
                 status, body, ctype = answer[:3]
-                if len(answer) > 3:
+                if len(answer) > 3 and answer[3]:
                     threading.Event().wait(answer[3])
                 data = json.dumps(body).encode() if not isinstance(body, str | bytes) else (
                     body.encode() if isinstance(body, str) else body)
                 self.send_response(status)
                 self.send_header("content-type", ctype)
                 self.send_header("content-length", str(len(data)))
+                for name, value in (answer[4] if len(answer) > 4 else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 

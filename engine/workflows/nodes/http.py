@@ -1,7 +1,8 @@
 """The http node: one request through httpx, with a stored credential, a timeout and the statuses it expects.
 
 The credential's value goes only into the request's headers; the step's logs name the method,
-host and path and the answer's status, never headers or the query string.
+host and path and the answer's status, never headers or the query string. Where the request may
+go (this host's own networks or not) is ``engine.outbound``'s to say, for every redirect too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import Field
 
-from engine.errors import MeterbookError
+from engine import outbound
+from engine.errors import MeterbookError, PermissionDenied
 from engine.workflows import credentials
 from engine.workflows.nodes import NodeContext, NodeFailed, NodeResult, NodeType, Params, register
 
@@ -37,6 +39,11 @@ def _where(url: str) -> str:
     return f"{parts.hostname or '?'}{parts.path or '/'}"
 
 
+def _allowed(request: httpx.Request) -> None:
+    """Every request the node sends, each redirect too, goes only where this instance lets workspaces go."""
+    outbound.check_host(request.url.host, request.url.port)
+
+
 def run_http(ctx: NodeContext, p: HttpParams) -> NodeResult:
     parts = urlsplit(p.url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -56,8 +63,11 @@ def run_http(ctx: NodeContext, p: HttpParams) -> NodeResult:
     elif p.body is not None:
         kwargs["content"] = str(p.body).encode()
     try:
-        with httpx.Client(timeout=min(p.timeout_s, ctx.timeout_s), follow_redirects=True) as client:
+        with httpx.Client(timeout=min(p.timeout_s, ctx.timeout_s), follow_redirects=True,
+                          event_hooks={"request": [_allowed]}) as client:
             r = client.request(p.method, p.url, headers=headers, params=p.query or None, **kwargs)
+    except PermissionDenied as exc:
+        raise NodeFailed(str(exc), retry=False) from None
     except httpx.TimeoutException:
         raise NodeFailed(f"{p.method} {_where(p.url)} did not answer within {p.timeout_s:g} s.") from None
     except httpx.HTTPError as exc:
