@@ -79,10 +79,12 @@ class Lease:
     def _insert(self, values: dict):
         t = SidecarLease.__table__
         try:
-            with db.transaction() as s:
-                if s.scalar(select(t.c.name).where(t.c.name == self.name)) is not None:
+            # Read, then insert: on SQLite it must hold the write lock from the start, or a second
+            # sidecar writing in between makes the insert fail at once with "database is locked".
+            with db.write_transaction() as conn:
+                if conn.scalar(select(t.c.name).where(t.c.name == self.name)) is not None:
                     return None  # someone holds it, and it has not lapsed
-                s.execute(insert(t).values(name=self.name, generation=1, **values))
+                conn.execute(insert(t).values(name=self.name, generation=1, **values))
                 return (1,)
         except IntegrityError:  # the other sidecar inserted it first
             return None
