@@ -119,3 +119,21 @@ def _close_mcp_sessions():
     sessions = sys.modules.get("engine.connectors.sessions")  # loaded only by tests that call tools
     if sessions is not None:
         sessions.close_all()
+
+
+@pytest.fixture
+def settings_env(monkeypatch):
+    """``settings_env(MCP_STDIO="catalog", STRIPE_SECRET_KEY=None)``: set (or, with None, unset)
+    METERBOOK_* variables for this test; the settings are read again at once and after the test."""
+
+    def apply(**values: str | None) -> None:
+        for name, value in values.items():
+            if value is None:
+                monkeypatch.delenv(f"METERBOOK_{name}", raising=False)
+            else:
+                monkeypatch.setenv(f"METERBOOK_{name}", value)
+        get_settings.cache_clear()
+
+    yield apply
+    monkeypatch.undo()
+    get_settings.cache_clear()

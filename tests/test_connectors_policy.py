@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import func, select, update
 
 from engine import db, vault
-from engine.config import get_settings
 from engine.connectors import connections, policy, toolbox
 from engine.connectors.models import McpConnection
 from engine.billing.limits import PlanLimitReached
@@ -24,19 +23,11 @@ def boss(sqlite_database):
 
 
 @pytest.fixture
-def stdio_mode(monkeypatch):
+def stdio_mode(settings_env):
     def set_mode(value: str | None, *, billing: bool = False):
-        for name, wanted in (("METERBOOK_MCP_STDIO", value), ("METERBOOK_STRIPE_SECRET_KEY", "sk_test_x" if billing else None)):
-            if wanted is None:
-                monkeypatch.delenv(name, raising=False)
-            else:
-                monkeypatch.setenv(name, wanted)
-        get_settings.cache_clear()
+        settings_env(MCP_STDIO=value, STRIPE_SECRET_KEY="sk_test_x" if billing else None)
 
-    yield set_mode
-    monkeypatch.delenv("METERBOOK_MCP_STDIO", raising=False)
-    monkeypatch.delenv("METERBOOK_STRIPE_SECRET_KEY", raising=False)
-    get_settings.cache_clear()
+    return set_mode
 
 
 def rows() -> int:

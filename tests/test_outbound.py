@@ -9,7 +9,6 @@ import itertools
 import pytest
 
 from engine import outbound
-from engine.config import get_settings
 from engine.connectors import connections
 from engine.errors import PermissionDenied
 from engine.workflows import runs, store, worker
@@ -19,19 +18,11 @@ from tests.fakes.mcp_servers import http_server
 
 
 @pytest.fixture
-def network(monkeypatch):
-    def set_policy(value: str | None, *, billing: bool = False):
-        for name, wanted in (("METERBOOK_PRIVATE_NETWORK", value), ("METERBOOK_STRIPE_SECRET_KEY", "sk_test_x" if billing else None)):
-            if wanted is None:
-                monkeypatch.delenv(name, raising=False)
-            else:
-                monkeypatch.setenv(name, wanted)
-        get_settings.cache_clear()
+def network(settings_env):
+    def set_mode(value: str | None, *, billing: bool = False):
+        settings_env(PRIVATE_NETWORK=value, STRIPE_SECRET_KEY="sk_test_x" if billing else None)
 
-    yield set_policy
-    monkeypatch.delenv("METERBOOK_PRIVATE_NETWORK", raising=False)
-    monkeypatch.delenv("METERBOOK_STRIPE_SECRET_KEY", raising=False)
-    get_settings.cache_clear()
+    return set_mode
 
 
 @pytest.fixture
