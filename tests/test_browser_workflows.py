@@ -40,6 +40,7 @@ def test_install_a_template_run_it_watch_it_finish_and_see_its_cost(prepared_app
         open_page(page, "Workflows")
         expect(page.get_by_text("No workflows yet")).to_be_visible()
         page.get_by_text("Templates", exact=True).click()
+        settle(page)  # a click while the page is still running is lost
         page.locator(".st-key-wf_tpl_web_page_summary button").click()
         expect(page.get_by_role("heading", name="Web page summary")).to_be_visible(timeout=30_000)
         settle(page)
