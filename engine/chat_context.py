@@ -51,6 +51,7 @@ class ContextUsage:
     turns_sent: int
     turns_total: int
     reserved_output: int  # max tokens kept free for the answer
+    tool_tokens: int = 0  # of prompt_tokens, the tool definitions every model turn sends
 
     @property
     def fraction(self) -> float | None:

@@ -311,6 +311,25 @@ def send(actor: Actor, conversation_id: int, text: str, *, toolbox=None, cap: in
     return _Loop(actor, c, text, toolbox, cap, target, window).run(prompt.messages, tools)
 
 
+def context_usage(actor: Actor, conversation_id: int, *, toolbox=None) -> chat_context.ContextUsage:
+    """The Chat page's meter: the history, plus the tool definitions each model turn sends when tools are on.
+
+    From the connections' last listings only: drawing a meter never starts a server.
+    """
+    view = conv.get_conversation(actor, conversation_id)
+    tools = []
+    if view.tool_connections:
+        try:
+            tools = (toolbox or _toolbox()).tools_for(actor, list(view.tool_connections), start=False)
+        except Exception:  # noqa: BLE001 - a meter must not take the page down; sending says what is wrong
+            log.warning("Reading the stored tool listings for conversation %s failed", conversation_id, exc_info=True)
+    if not tools:
+        return conv.context_usage(actor, conversation_id)
+    text = tools_text(_specs(tools))
+    return conv.context_usage(actor, conversation_id,
+                              also_sent=lambda target: tokens.count(text, _model(target)) + tokens.PER_MESSAGE)
+
+
 def _defined_tokens(window: chat_context.Window, tools: list, target: router.Target | None, reserved: int) -> int:
     """What the tool definitions take of a known window (0 when unknown): every model turn sends them."""
     if window.tokens is None:

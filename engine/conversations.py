@@ -21,7 +21,7 @@ stored follows what reached a vendor:
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -29,7 +29,7 @@ from decimal import Decimal
 from sqlalchemy import and_, case, exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from engine import audit, chat_context, db, generation, routes
+from engine import audit, chat_context, db, generation, router, routes
 from engine.chat_models import Conversation, ConversationMessage
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput, MeterbookError, NotFound
@@ -241,8 +241,13 @@ def list_conversations(actor: Actor, search: str = "") -> list[ConversationSumma
             for c, count, total, unpriced in rows]
 
 
-def context_usage(actor: Actor, conversation_id: int) -> chat_context.ContextUsage:
-    """What the next prompt would take of the model's window, before the new message is added."""
+def context_usage(actor: Actor, conversation_id: int, *,
+                  also_sent: Callable[[router.Target | None], int] | None = None) -> chat_context.ContextUsage:
+    """What the next prompt would take of the model's window, before the new message is added.
+
+    ``also_sent(target)``: tokens every request carries besides the history (chat_tools passes the
+    tool definitions); they are taken off the window before the history is fitted, as a turn does.
+    """
     with db.read_session() as s:
         authorize(s, actor, "workspace.read")
         c = _load(s, actor, conversation_id)
@@ -250,9 +255,11 @@ def context_usage(actor: Actor, conversation_id: int) -> chat_context.ContextUsa
         target = chat_context.route_target(s, actor.workspace_id, c.target)
         system, max_tokens = c.system_prompt, c.max_tokens or generation.DEFAULT_MAX_TOKENS
     window = chat_context.window_of(actor.workspace_id, target)
-    prompt = chat_context.fit(system, turns, None, target, window, max_tokens)
-    return chat_context.ContextUsage(target.label if target else c.target, window, prompt.tokens, prompt.exact,
-                                     prompt.turns_sent, prompt.turns_total, max_tokens)
+    extra = also_sent(target) if also_sent else 0
+    fit_in = chat_context.Window(window.tokens - extra, window.source) if extra and window.tokens else window
+    prompt = chat_context.fit(system, turns, None, target, fit_in, max_tokens)
+    return chat_context.ContextUsage(target.label if target else c.target, window, prompt.tokens + extra, prompt.exact,
+                                     prompt.turns_sent, prompt.turns_total, max_tokens, tool_tokens=extra)
 
 
 # --- writing ------------------------------------------------------------------------------

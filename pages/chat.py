@@ -224,6 +224,8 @@ def context_meter(usage: ContextUsage) -> None:
                     text=f"Context: {how}{usage.prompt_tokens:,} of {usage.window.tokens:,} tokens "
                          f"({usage.fraction:.0%}) on {usage.target}")
         note = (f"Window from {usage.window.source}; {usage.reserved_output:,} tokens are kept free for the answer.")
+        if usage.tool_tokens:
+            note += f" The enabled tools' definitions take {how}{usage.tool_tokens:,} of it on every model turn."
         if usage.trimmed:
             note += (f" The {usage.trimmed} oldest turn{'s' if usage.trimmed != 1 else ''} no longer "
                      f"fit{'' if usage.trimmed != 1 else 's'} and {'are' if usage.trimmed != 1 else 'is'} left out "
@@ -349,7 +351,7 @@ with main:
         settings_form(view)
         if tool_choices or view.tool_connections:
             tools_form(view)
-        if usage := ui.attempt(lambda: conversations.context_usage(actor, view.id)):
+        if usage := ui.attempt(lambda: chat_tools.context_usage(actor, view.id)):
             context_meter(usage)
         if not view.messages:
             st.caption("No messages yet. Write the first one below.")

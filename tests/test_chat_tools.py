@@ -17,11 +17,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from engine import accounts, budgets, chat_tools, connections, conversations, db, routes, tokens
-from engine.errors import InvalidInput, MeterbookError, NotFound
 from engine.chat_models import ConversationMessage
+from engine.errors import InvalidInput, MeterbookError, NotFound
 from engine.models import LedgerEntry
 from engine.permissions import Actor
-from providers.base import Message, Request, ToolSpec
+from providers.base import Message, Request, ToolSpec, tools_text
 from tests.fakes import anthropic_server, gemini_server, openai_server
 from tests.fakes.anthropic_server import FakeAnthropic, tool_use_reply
 from tests.fakes.gemini_server import FakeGemini
@@ -59,7 +59,8 @@ class Toolbox:
     def __init__(self):
         self.calls: list[tuple[int, str, dict]] = []
 
-    def tools_for(self, actor, connection_ids):
+    def tools_for(self, actor, connection_ids, *, start=True):
+        self.started = getattr(self, "started", []) + [start]
         return [t for t in self.tools if t.connection_id in connection_ids]
 
     def call_tool(self, actor, connection_id, name, arguments, *, timeout_s=30):
@@ -388,3 +389,19 @@ def test_an_unexpected_error_after_the_first_model_turn_ends_the_answer_as_an_er
     assert stored.status == "error" and stored.error == turn.error  # never left "streaming"
     rows = _ledger()
     assert len(rows) == 1 and stored.cost == rows[0].cost and stored.ledger_id == rows[0].id
+
+
+def test_the_context_meter_counts_the_tool_definitions_without_starting_a_server(setup):
+    actor, fake, _, box = setup
+    cid = _conversation(actor, "openai/gpt-4o-mini")
+    plain = conversations.context_usage(actor, cid)
+
+    usage = chat_tools.context_usage(actor, cid, toolbox=box)
+    definitions = tokens.count(tools_text(tuple(ToolSpec(t.qualified, t.description, t.input_schema)
+                                                for t in box.tools if t.connection_id == WEATHER)), "gpt-4o-mini")
+    assert usage.tool_tokens == definitions + tokens.PER_MESSAGE > 0
+    assert usage.prompt_tokens == plain.prompt_tokens + usage.tool_tokens and plain.tool_tokens == 0
+    assert box.started == [False] and box.calls == []  # only the stored listings were read
+
+    chat_tools.set_tools(actor, cid, [])
+    assert chat_tools.context_usage(actor, cid, toolbox=box) == plain

@@ -103,7 +103,7 @@ def test_an_unexpected_error_mid_answer_shows_as_a_failed_answer_not_a_traceback
 
 
 def test_an_unexpected_error_before_any_model_turn_is_an_error_message(keyed, box, fake, monkeypatch):
-    def broken(actor, connection_ids):
+    def broken(actor, connection_ids, *, start=True):  # the context meter's read fails too, and must not crash
         raise RuntimeError("the connectors table is locked")
 
     monkeypatch.setattr(box, "tools_for", broken)

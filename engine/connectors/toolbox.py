@@ -56,11 +56,12 @@ def qualify(slug: str, name: str) -> str:
     return qualified if len(qualified) <= 64 else qualified[:64]
 
 
-def tools_for(actor: Actor, connection_ids: list[int]) -> list[Tool]:
+def tools_for(actor: Actor, connection_ids: list[int], *, start: bool = True) -> list[Tool]:
     """The tools of the usable connections among ``connection_ids``; the others are left out.
 
     Left out: disabled, deleted, refused by the instance's stdio policy, credentials unreadable, or
     a server that cannot be listed right now (its error is kept on the row for the Connectors page).
+    ``start=False``: only the stored listings, however old; no server is started or called.
     """
     tools: list[Tool] = []
     seen: set[str] = set()
@@ -75,11 +76,14 @@ def tools_for(actor: Actor, connection_ids: list[int]) -> list[Tool]:
                 if not row.enabled:
                     continue
                 slug = row.slug
-                listed = connections.stored_tools(row) if row.tools_listed_at and row.tools_listed_at > fresh_after else None
+                fresh = not start or (row.tools_listed_at and row.tools_listed_at > fresh_after)
+                listed = connections.stored_tools(row) if fresh else None
         except (NotFound, PermissionDenied, vault.SecretUnreadable) as unusable:
             # Deleted since the conversation chose it, refused by this instance's stdio policy, or its
             # credentials unreadable: the chat goes on without its tools rather than failing every turn.
             log.info("Connector %s left out of a tool list: %s", connection_id, unusable)
+            continue
+        if listed is None and not start:
             continue
         if listed is None:
             try:
