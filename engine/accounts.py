@@ -146,6 +146,7 @@ def authenticate(email: str, password: str) -> User:
     now = utcnow()
     locked_error: AccountLocked | None = None
     with db.transaction() as s:
+        db.write_lock(s)  # read then write: on SQLite a writer in between would fail this sign-in at once
         user = s.scalar(select(User).where(User.email == email).with_for_update())
         if user is None or user.password_hash is None:
             _verify(_DUMMY_HASH, password)

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -117,6 +117,19 @@ def write_transaction() -> Iterator[Connection]:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
+
+
+_TAKE_WRITE_LOCK = text("UPDATE users SET id = id WHERE 0")
+
+
+def write_lock(s: Session) -> None:
+    """On SQLite, take the database's write lock before reading (BEGIN IMMEDIATE in effect).
+
+    A transaction that reads and then writes would otherwise fail at once with "database is
+    locked" when another writer got there in between; taking the lock first makes it wait.
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(_TAKE_WRITE_LOCK)
 
 
 @contextmanager

@@ -1,8 +1,10 @@
+import threading
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 
-from engine import accounts, sso
+from engine import accounts, db, sso
 from engine.errors import AccountLocked, Conflict, InvalidCredentials, InvalidInput, NotFound, PermissionDenied
 from engine.permissions import Actor
 from tests.factories import PASSWORD, member, owner
@@ -156,3 +158,26 @@ def test_not_a_member_of_other_workspace(database):
     stranger = accounts.create_user("stranger@example.com", "S", PASSWORD)
     with pytest.raises(PermissionDenied):
         accounts.list_members(Actor(stranger.id, other.id))
+
+
+def test_a_sign_in_waits_for_another_writer_instead_of_failing(sqlite_database):
+    """On SQLite a transaction that reads and then writes fails at once ("database is locked") when
+    another connection commits in between; sign-in writes last_login_at, so it takes the lock first."""
+    owner()
+    writing, done = threading.Event(), threading.Event()
+
+    def other_writer():
+        with db.write_transaction() as conn:
+            conn.execute(text("UPDATE workspaces SET name = name"))
+            writing.set()
+            done.wait(0.5)  # sign-in has read by now, without the lock taken first
+
+    t = threading.Thread(target=other_writer)
+    t.start()
+    writing.wait(10)
+    try:
+        user = accounts.authenticate("owner@example.com", PASSWORD)
+    finally:
+        done.set()
+        t.join(10)
+    assert user.last_login_at is not None

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from engine import audit, db
 from engine.billing import limits, plans
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.errors import InvalidInput
 from engine.permissions import Actor, authorize, in_workspace
@@ -26,7 +27,6 @@ from engine.schedules import cron as crons
 from engine.schedules.models import (
     KINDS, MISFIRE_POLICIES, SCHEDULER_LEASE, Schedule, ScheduleFire, SidecarLease,
 )
-from engine.workflows.checkpoints import write_lock
 
 MAX_GRACE_S = 7 * 24 * 3600
 MISSED_WINDOW = timedelta(days=30)

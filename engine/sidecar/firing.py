@@ -27,12 +27,12 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine import db
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.errors import MeterbookError
 from engine.permissions import Actor
 from engine.schedules.models import Schedule, ScheduleFire
 from engine.sidecar.lease import Lease, NotLeader
-from engine.workflows.checkpoints import write_lock
 
 log = logging.getLogger(__name__)
 

@@ -13,26 +13,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, select, update
 
 from engine import db
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.models import User
 from engine.workflows import payloads
 from engine.workflows.models import WorkflowApproval, WorkflowDeadLetter, WorkflowRun, WorkflowStep
-
-
-_TAKE_WRITE_LOCK = text("UPDATE workflow_runs SET id = id WHERE 0")
-
-
-def write_lock(s) -> None:
-    """On SQLite, take the database's write lock before reading (BEGIN IMMEDIATE in effect).
-
-    A transaction that reads and then writes would otherwise fail at once with "database is
-    locked" when another writer got there in between; taking the lock first makes it wait.
-    """
-    if s.get_bind().dialect.name == "sqlite":
-        s.execute(_TAKE_WRITE_LOCK)
 
 
 class LeaseLost(Exception):

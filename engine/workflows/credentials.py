@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from engine import audit, db, vault
+from engine.db import write_lock
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.permissions import Actor, authorize, in_workspace
-from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import WorkflowCredential
 
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")

@@ -42,12 +42,12 @@ from sqlalchemy.orm import Session
 
 from engine import audit, db, vault
 from engine.config import get_settings
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from engine.models import User
 from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows import runs, spec as specs, store
-from engine.workflows.checkpoints import write_lock
 from engine.workflows.hook_models import WorkflowHook
 from engine.workflows.models import FINISHED, Workflow, WorkflowRun
 

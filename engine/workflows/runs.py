@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session
 
 from engine import audit, db
 from engine.billing import limits
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import LedgerEntry
 from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows import payloads, plan_limits, spec as specs, store
-from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import (
     FINISHED, Workflow, WorkflowApproval, WorkflowDeadLetter, WorkflowRun, WorkflowStep, WorkflowVersion,
 )

@@ -14,12 +14,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from engine import audit, db
+from engine.db import write_lock
 from engine.dbtypes import utcnow
 from engine.errors import Conflict, InvalidInput, NotFound
 from engine.models import Project
 from engine.permissions import Actor, authorize, in_workspace
 from engine.workflows import plan_limits, spec as specs
-from engine.workflows.checkpoints import write_lock
 from engine.workflows.models import Workflow, WorkflowRun, WorkflowVersion
 
 
