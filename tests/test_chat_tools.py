@@ -80,16 +80,21 @@ def toolbox(monkeypatch):
     chat_tools.register_choices(None)
 
 
+def _routed_owner(*targets) -> Actor:
+    """The first owner, with a connection per (vendor, key, fake, model) routed for text in that order."""
+    user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
+    actor = Actor(user.id, ws.id)
+    for kind, key, fake, model in targets:
+        c = connections.create_connection(actor, name=kind, provider_type=kind, api_key=key, base_url=fake.base_url)
+        routes.add_target(actor, "text", connection_id=c.id, model=model)
+    return actor
+
+
 @pytest.fixture
 def setup(database, toolbox):
     with FakeOpenAI() as openai_fake, FakeAnthropic() as anthropic_fake:
-        user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
-        actor = Actor(user.id, ws.id)
-        for kind, key, fake, model in (("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini"),
-                                       ("anthropic", anthropic_server.API_KEY, anthropic_fake, "claude-haiku-4-5")):
-            c = connections.create_connection(actor, name=kind, provider_type=kind, api_key=key,
-                                              base_url=fake.base_url)
-            routes.add_target(actor, "text", connection_id=c.id, model=model)
+        actor = _routed_owner(("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini"),
+                              ("anthropic", anthropic_server.API_KEY, anthropic_fake, "claude-haiku-4-5"))
         yield actor, openai_fake, anthropic_fake, toolbox
 
 
@@ -208,13 +213,8 @@ def test_refusals_store_nothing(setup):
 def with_gemini(database, toolbox):
     """A text route of Gemini first, then OpenAI, and a budget that would show any hold left behind."""
     with FakeOpenAI() as openai_fake, FakeGemini() as gemini_fake:
-        user, ws = accounts.create_first_owner("owner@example.com", "Olivia Owner", "correct horse battery", "Acme")
-        actor = Actor(user.id, ws.id)
-        for kind, key, fake, model in (("gemini", gemini_server.API_KEY, gemini_fake, "gemini-2.5-flash"),
-                                       ("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini")):
-            c = connections.create_connection(actor, name=kind, provider_type=kind, api_key=key,
-                                              base_url=fake.base_url)
-            routes.add_target(actor, "text", connection_id=c.id, model=model)
+        actor = _routed_owner(("gemini", gemini_server.API_KEY, gemini_fake, "gemini-2.5-flash"),
+                              ("openai", openai_server.API_KEY, openai_fake, "gpt-4o-mini"))
         budget = budgets.create_budget(actor, name="Monthly", scope="workspace", period="monthly", limit_usd="25")
         yield actor, openai_fake, gemini_fake, toolbox, budget.id
 
